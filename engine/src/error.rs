@@ -1,0 +1,85 @@
+//! Errors of the engine.
+
+use datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+
+/// Result of engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the engine. Each variant says whose fault it is: the
+/// caller's (`InvalidSql`, `ReadOnly`, `ResourcesExhausted`) or the system's
+/// (`Warehouse`, `Delta`, `Execution`), so the server can translate it to
+/// the right status without reading messages.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The SQL does not parse or does not plan (unknown table or column,
+    /// type mismatch, more than one statement, ...).
+    #[error("{0}")]
+    InvalidSql(String),
+
+    /// The statement would change data or reach outside the warehouse.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+
+    /// The query ran into a limit (memory, result size).
+    #[error("resources exhausted: {0}")]
+    ResourcesExhausted(String),
+
+    /// The warehouse cannot be opened or read.
+    #[error("warehouse {location}: {message}")]
+    Warehouse {
+        /// The warehouse URL or path.
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A Delta table could not be loaded or refreshed.
+    #[error("delta table {table}: {source}")]
+    Delta {
+        /// The table name.
+        table: String,
+        /// The underlying error.
+        #[source]
+        source: DeltaTableError,
+    },
+
+    /// Executing a valid plan failed.
+    #[error("query execution failed: {0}")]
+    Execution(#[source] DataFusionError),
+}
+
+impl Error {
+    /// Sorts a DataFusion error raised while planning a caller's SQL into
+    /// the caller's fault or the system's.
+    pub(crate) fn from_planning(err: DataFusionError) -> Self {
+        match err.find_root() {
+            DataFusionError::SQL(e, _) => Self::InvalidSql(format!("SQL error: {e}")),
+            DataFusionError::Plan(m) => Self::InvalidSql(format!("planning error: {m}")),
+            DataFusionError::SchemaError(e, _) => Self::InvalidSql(format!("schema error: {e}")),
+            DataFusionError::NotImplemented(m) => Self::InvalidSql(format!("not supported: {m}")),
+            DataFusionError::ResourcesExhausted(m) => Self::ResourcesExhausted(m.clone()),
+            _ => Self::Execution(err),
+        }
+    }
+
+    /// Sorts a DataFusion error raised while executing.
+    pub fn from_execution(err: DataFusionError) -> Self {
+        match err.find_root() {
+            DataFusionError::ResourcesExhausted(m) => Self::ResourcesExhausted(m.clone()),
+            // Casts and arithmetic on caller-supplied values fail at run time.
+            DataFusionError::ArrowError(e, _)
+                if matches!(
+                    **e,
+                    arrow::error::ArrowError::CastError(_)
+                        | arrow::error::ArrowError::DivideByZero
+                        | arrow::error::ArrowError::ArithmeticOverflow(_)
+                        | arrow::error::ArrowError::ParseError(_)
+                ) =>
+            {
+                Self::InvalidSql(format!("{e}"))
+            }
+            _ => Self::Execution(err),
+        }
+    }
+}

@@ -1,0 +1,944 @@
+//! The Arrow Flight SQL service: BI tools, ADBC and JDBC drivers, pyarrow.
+//!
+//! [`AdlakeFlightSqlService`] authenticates each call, maps the caller to a
+//! [`Scope`](adlake_engine::Scope) and hands SQL to the
+//! [`Engine`]; it holds no query logic. What it serves:
+//!
+//! * the handshake (Basic or Bearer in, `authorization: Bearer` out);
+//! * statements and prepared statements, with stateless handles
+//!   ([`handle`]) and results streamed batch by batch;
+//! * the metadata calls ADBC's `adbc_get_objects` / `adbc_get_table_schema`
+//!   and JDBC's `DatabaseMetaData` make: catalogs, schemas, tables (with
+//!   their Arrow schemas), table types and `GetSqlInfo`.
+//!
+//! Everything else is refused with a status that says why, after the caller
+//! is authenticated, so an anonymous caller learns nothing about the server.
+//! Each call gets a [`RequestId`] returned in the `x-request-id` header and
+//! logged with every failure.
+
+// Every Flight call fails with `tonic::Status`, which is larger than
+// clippy's threshold; boxing it in private helpers would only add noise
+// before unboxing at the trait boundary.
+#![allow(clippy::result_large_err)]
+
+mod handle;
+mod metadata;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use adlake_engine::{CATALOG_NAME, Engine, Query, SCHEMA_NAME};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{
+    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData,
+};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, ActionCreatePreparedSubstraitPlanRequest,
+    ActionEndSavepointRequest, ActionEndTransactionRequest, Any, Command, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use futures::{Stream, TryStreamExt, stream};
+use prost::Message;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
+use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
+
+/// Largest gRPC message the server accepts (tonic's default is 4 MiB):
+/// prepared-statement parameters and long SQL travel in requests.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The stream type of every `DoGet` answer.
+type DoGetStream = <AdlakeFlightSqlService as FlightService>::DoGetStream;
+
+/// The stream type of the handshake answer.
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
+
+/// Flight SQL in front of the [`Engine`].
+pub struct AdlakeFlightSqlService {
+    engine: Arc<Engine>,
+    authenticator: Arc<dyn Authenticator>,
+    sql_info: SqlInfoData,
+}
+
+impl AdlakeFlightSqlService {
+    /// A service answering from `engine` for the callers `authenticator`
+    /// knows.
+    pub fn new(engine: Arc<Engine>, authenticator: Arc<dyn Authenticator>) -> Self {
+        Self {
+            engine,
+            authenticator,
+            sql_info: metadata::sql_info_data(),
+        }
+    }
+
+    /// The gRPC service, with the decoding limit raised to
+    /// [`MAX_DECODING_MESSAGE_SIZE`].
+    pub fn into_server(self) -> FlightServiceServer<Self> {
+        FlightServiceServer::new(self).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+    }
+
+    /// Checks the `authorization: Bearer <token>` header of a call.
+    fn authenticate(&self, call: &mut Call, metadata: &MetadataMap) -> Result<Principal, Status> {
+        let credential = read_credential(metadata)?;
+        let Credential::Bearer(token) = credential else {
+            return Err(Status::unauthenticated(
+                "this call needs `authorization: Bearer <token>`; Basic credentials are only accepted by the Flight handshake, which answers with the bearer header",
+            ));
+        };
+        self.principal_for(call, &token)
+    }
+
+    fn principal_for(&self, call: &mut Call, token: &str) -> Result<Principal, Status> {
+        let principal = self
+            .authenticator
+            .authenticate(token)
+            .ok_or_else(|| Status::unauthenticated("invalid token"))?;
+        call.principal = Some(principal.name.clone());
+        Ok(principal)
+    }
+
+    /// Authenticates, then refuses the call with `status`: the answer for
+    /// everything the server does not do.
+    fn refuse<T>(
+        &self,
+        method: &'static str,
+        metadata: &MetadataMap,
+        status: Status,
+    ) -> Result<T, Status> {
+        let mut call = Call::new(method);
+        let status = match self.authenticate(&mut call, metadata) {
+            Ok(_) => status,
+            Err(unauthenticated) => unauthenticated,
+        };
+        Err(call.fail(status))
+    }
+
+    async fn plan(&self, call: &Call, principal: &Principal, sql: &str) -> Result<Query, Status> {
+        tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, "planning");
+        self.engine
+            .plan(&principal.scope, sql)
+            .await
+            .map_err(|err| engine_status(&err, call.id))
+    }
+
+    /// Plans `sql` for the caller and describes its result: the schema, and
+    /// one endpoint whose ticket carries the SQL (see [`handle`]).
+    async fn statement_info(
+        &self,
+        call: &mut Call,
+        request: Request<FlightDescriptor>,
+        sql: &str,
+    ) -> Result<FlightInfo, Status> {
+        let principal = self.authenticate(call, request.metadata())?;
+        let query = self.plan(call, &principal, sql).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: handle::encode(sql),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        Ok(FlightInfo::new()
+            .try_with_schema(&query.schema())
+            .map_err(|err| call.internal(&err))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner())
+            // Unknown until the query has run.
+            .with_total_records(-1)
+            .with_total_bytes(-1))
+    }
+
+    /// Plans `sql` again for the caller (tickets are stateless) and streams
+    /// its batches as they are produced; nothing is collected in memory.
+    async fn statement_stream(
+        &self,
+        call: &mut Call,
+        metadata: &MetadataMap,
+        sql: &str,
+    ) -> Result<DoGetStream, Status> {
+        let principal = self.authenticate(call, metadata)?;
+        let query = self.plan(call, &principal, sql).await?;
+        // The advertised schema is sent first, so a client gets it even for an
+        // empty result, and it is the schema of every batch.
+        let schema = query.schema();
+        let batches = query
+            .execute()
+            .await
+            .map_err(|err| engine_status(&err, call.id))?;
+        let (id, method, who) = (call.id, call.method, call.principal.clone());
+        let batches = batches.map_err(move |err| {
+            let status = engine_status(&adlake_engine::Error::from_execution(err), id);
+            log_failure(id, method, who.as_deref(), &status);
+            FlightError::Tonic(Box::new(status))
+        });
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(move |err| encoder_status(err, id));
+        Ok(Box::pin(flight))
+    }
+
+    /// Describes a metadata answer: the builder's schema, and a ticket that
+    /// is the command itself.
+    fn metadata_info(
+        &self,
+        call: &mut Call,
+        request: Request<FlightDescriptor>,
+        command: Any,
+        schema: SchemaRef,
+    ) -> Result<FlightInfo, Status> {
+        self.authenticate(call, request.metadata())?;
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(command.encode_to_vec()));
+        Ok(FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(|err| call.internal(&err))?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner()))
+    }
+
+    fn tables_batch(
+        &self,
+        query: CommandGetTables,
+    ) -> Result<(SchemaRef, RecordBatch), FlightError> {
+        // Filtering here rather than in the builder keeps one definition of
+        // the pattern rules (`metadata::like`) and skips encoding the schemas
+        // of tables nobody asked for.
+        let wanted = catalog_matches(query.catalog.as_deref())
+            && pattern_matches(SCHEMA_NAME, query.db_schema_filter_pattern.as_deref())
+            && (query.table_types.is_empty()
+                || query
+                    .table_types
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(metadata::TABLE_TYPE)));
+        let mut builder = GetTablesBuilder::new(
+            None::<String>,
+            None::<String>,
+            None::<String>,
+            std::iter::empty::<String>(),
+            query.include_schema,
+        );
+        if wanted {
+            for table in self.engine.tables() {
+                if pattern_matches(&table.name, query.table_name_filter_pattern.as_deref()) {
+                    builder.append(
+                        CATALOG_NAME,
+                        SCHEMA_NAME,
+                        &table.name,
+                        metadata::TABLE_TYPE,
+                        &table.schema,
+                    )?;
+                }
+            }
+        }
+        Ok((builder.schema(), builder.build()?))
+    }
+}
+
+/// Whether the catalog filter of a metadata command selects our catalog.
+/// The spec makes it an exact name (`""` means "no catalog"), not a pattern.
+fn catalog_matches(filter: Option<&str>) -> bool {
+    filter.is_none_or(|catalog| catalog == CATALOG_NAME)
+}
+
+fn pattern_matches(name: &str, pattern: Option<&str>) -> bool {
+    pattern.is_none_or(|pattern| metadata::like(name, pattern))
+}
+
+/// Reads the `authorization` header. The errors never repeat the header.
+fn read_credential(metadata: &MetadataMap) -> Result<Credential, Status> {
+    let value = metadata.get("authorization").ok_or_else(|| {
+        Status::unauthenticated(
+            "missing authorization header: send `authorization: Bearer <token>` (or Basic credentials with the token as password in the handshake)",
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization header is not printable ASCII"))?;
+    parse_authorization(value).map_err(|err| Status::unauthenticated(err.to_string()))
+}
+
+/// A one-batch `DoGet` answer.
+fn batch_stream(schema: SchemaRef, batch: RecordBatch, id: RequestId) -> DoGetStream {
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(stream::once(async move { Ok(batch) }))
+        .map_err(move |err| encoder_status(err, id));
+    Box::pin(flight)
+}
+
+/// Errors out of the Flight encoder: statuses made upstream pass through;
+/// anything else (an IPC encoding failure) is ours, logged and hidden.
+fn encoder_status(err: FlightError, id: RequestId) -> Status {
+    match err {
+        FlightError::Tonic(status) => *status,
+        other => {
+            tracing::error!(request_id = %id, error = %ErrorChain(&other), "encoding a result failed");
+            let mut status = Status::internal(internal_message(id));
+            id.tag(status.metadata_mut());
+            status
+        }
+    }
+}
+
+/// One call: its request id, method and (once known) principal, so every
+/// failure is logged with them and answered with the `x-request-id` header.
+struct Call {
+    id: RequestId,
+    method: &'static str,
+    principal: Option<String>,
+}
+
+impl Call {
+    fn new(method: &'static str) -> Self {
+        let id = RequestId::new();
+        tracing::debug!(request_id = %id, method, "call");
+        Self {
+            id,
+            method,
+            principal: None,
+        }
+    }
+
+    /// Logs a failed call and tags its status with the request id.
+    fn fail(&self, mut status: Status) -> Status {
+        log_failure(self.id, self.method, self.principal.as_deref(), &status);
+        self.id.tag(status.metadata_mut());
+        status
+    }
+
+    /// Our own failure (not the engine's): log the detail, send nothing of it.
+    fn internal(&self, err: &(dyn std::error::Error + 'static)) -> Status {
+        tracing::error!(request_id = %self.id, method = self.method, error = %ErrorChain(err), "internal error");
+        Status::internal(internal_message(self.id))
+    }
+
+    /// Wraps a handler's outcome into the response, tagging both outcomes
+    /// with the request id.
+    fn reply<T>(&self, result: Result<T, Status>) -> Result<Response<T>, Status> {
+        match result {
+            Ok(value) => {
+                let mut response = Response::new(value);
+                self.id.tag(response.metadata_mut());
+                Ok(response)
+            }
+            Err(status) => Err(self.fail(status)),
+        }
+    }
+
+    /// Like [`Call::reply`] for handlers whose answer is not a `Response`.
+    fn finish<T>(&self, result: Result<T, Status>) -> Result<T, Status> {
+        result.map_err(|status| self.fail(status))
+    }
+}
+
+/// Logs a failed call: the caller's mistakes at `info` (they are normal
+/// traffic), the server's at `error`.
+fn log_failure(id: RequestId, method: &str, principal: Option<&str>, status: &Status) {
+    let principal = principal.unwrap_or("-");
+    let code = status.code();
+    let message = status.message();
+    match code {
+        Code::Unauthenticated
+        | Code::InvalidArgument
+        | Code::PermissionDenied
+        | Code::NotFound
+        | Code::Unimplemented
+        | Code::Cancelled
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::AlreadyExists => {
+            tracing::info!(request_id = %id, method, principal, ?code, message, "request refused");
+        }
+        Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Unavailable => {
+            tracing::warn!(request_id = %id, method, principal, ?code, message, "request failed");
+        }
+        Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
+            tracing::error!(request_id = %id, method, principal, ?code, message, "request failed");
+        }
+    }
+}
+
+const READ_ONLY: &str =
+    "adlake is read-only: data is written by adlake-ingest, not through Flight SQL";
+const NO_SUBSTRAIT: &str = "Substrait plans are not supported: send SQL";
+const NO_TRANSACTIONS: &str =
+    "transactions are not supported: adlake is read-only and each statement runs on its own";
+const NO_KEYS: &str = "adlake tables declare no primary or foreign keys";
+
+#[tonic::async_trait]
+impl FlightSqlService for AdlakeFlightSqlService {
+    type FlightService = AdlakeFlightSqlService;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<HandshakeStream>, Status> {
+        let mut call = Call::new("Handshake");
+        let result = (|| {
+            let credential = read_credential(request.metadata())?;
+            let token = credential.token().to_string();
+            let principal = self.principal_for(&mut call, &token)?;
+            // Stateless: the bearer token is the caller's own token, so any
+            // replica accepts it and there is no session to expire.
+            let bearer = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                Status::invalid_argument(
+                    "the token contains characters an HTTP header cannot carry",
+                )
+            })?;
+            Ok((principal, token, bearer))
+        })();
+        let (principal, token, bearer) = call.finish(result)?;
+        tracing::info!(request_id = %call.id, principal = %principal.name, "handshake succeeded");
+        let answer = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into_bytes().into(),
+        };
+        let mut response =
+            call.reply(Ok(Box::pin(stream::iter([Ok(answer)])) as HandshakeStream))?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
+    }
+
+    // ---- statements -------------------------------------------------------
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(Statement)");
+        let result = if query.transaction_id.is_some() {
+            Err(Status::invalid_argument(NO_TRANSACTIONS))
+        } else {
+            self.statement_info(&mut call, request, &query.query).await
+        };
+        call.reply(result)
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(Statement)");
+        let result = match handle::decode(&ticket.statement_handle) {
+            Ok(sql) => {
+                self.statement_stream(&mut call, request.metadata(), sql)
+                    .await
+            }
+            Err(status) => Err(status),
+        };
+        call.reply(result)
+    }
+
+    // ---- prepared statements ----------------------------------------------
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let mut call = Call::new("CreatePreparedStatement");
+        let result = async {
+            let principal = self.authenticate(&mut call, request.metadata())?;
+            if query.transaction_id.is_some() {
+                return Err(Status::invalid_argument(NO_TRANSACTIONS));
+            }
+            // Planning now validates the SQL and gives the dataset schema; the
+            // handle then carries only the SQL, to be planned again per use.
+            let plan = self.plan(&call, &principal, &query.query).await?;
+            let schema = plan.schema();
+            let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+                .try_into()
+                .map_err(|err: ArrowError| call.internal(&err))?;
+            Ok(ActionCreatePreparedStatementResult {
+                prepared_statement_handle: handle::encode(&query.query),
+                dataset_schema,
+                // No parameters until binding arrives (an empty schema).
+                parameter_schema: Default::default(),
+            })
+        }
+        .await;
+        call.finish(result)
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(PreparedStatement)");
+        let result = match handle::decode(&query.prepared_statement_handle) {
+            Ok(sql) => self.statement_info(&mut call, request, sql).await,
+            Err(status) => Err(status),
+        };
+        call.reply(result)
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(PreparedStatement)");
+        let result = match handle::decode(&query.prepared_statement_handle) {
+            Ok(sql) => {
+                self.statement_stream(&mut call, request.metadata(), sql)
+                    .await
+            }
+            Err(status) => Err(status),
+        };
+        call.reply(result)
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        _query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        self.refuse(
+            "DoPut(PreparedStatementQuery)",
+            request.metadata(),
+            Status::unimplemented(
+                "binding parameters to prepared statements is not supported yet: write the values into the SQL",
+            ),
+        )
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles hold no server state, so closing only checks the caller.
+        let mut call = Call::new("ClosePreparedStatement");
+        let result = self.authenticate(&mut call, request.metadata()).map(|_| ());
+        call.finish(result)
+    }
+
+    // ---- metadata ---------------------------------------------------------
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(Catalogs)");
+        let schema = GetCatalogsBuilder::new().schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(Catalogs)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let mut builder = query.into_builder();
+                builder.append(CATALOG_NAME);
+                let schema = builder.schema();
+                let batch = builder.build().map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(DbSchemas)");
+        let schema = GetDbSchemasBuilder::new(None::<String>, None::<String>).schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(DbSchemas)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let mut builder = GetDbSchemasBuilder::new(None::<String>, None::<String>);
+                if catalog_matches(query.catalog.as_deref())
+                    && pattern_matches(SCHEMA_NAME, query.db_schema_filter_pattern.as_deref())
+                {
+                    builder.append(CATALOG_NAME, SCHEMA_NAME);
+                }
+                let schema = builder.schema();
+                let batch = builder.build().map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(Tables)");
+        let schema = query.clone().into_builder().schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(Tables)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let (schema, batch) = self
+                    .tables_batch(query)
+                    .map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(TableTypes)");
+        let schema = query.clone().into_builder().schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(TableTypes)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let mut builder = query.into_builder();
+                for table_type in metadata::TABLE_TYPES {
+                    builder.append(table_type);
+                }
+                let schema = builder.schema();
+                let batch = builder.build().map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(SqlInfo)");
+        let schema = self.sql_info.schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(SqlInfo)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let builder = query.into_builder(&self.sql_info);
+                let schema = builder.schema();
+                let batch = builder.build().map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
+    /// The SqlInfo answers are fixed at construction (see
+    /// `metadata::sql_info_data`); nothing registers more.
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+
+    // ---- refused, after authentication ------------------------------------
+
+    async fn get_flight_info_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(SubstraitPlan)",
+            request.metadata(),
+            Status::unimplemented(NO_SUBSTRAIT),
+        )
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse(
+            "DoPut(SubstraitPlan)",
+            request.metadata(),
+            Status::unimplemented(NO_SUBSTRAIT),
+        )
+    }
+
+    async fn do_action_create_prepared_substrait_plan(
+        &self,
+        _query: ActionCreatePreparedSubstraitPlanRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        self.refuse(
+            "CreatePreparedSubstraitPlan",
+            request.metadata(),
+            Status::unimplemented(NO_SUBSTRAIT),
+        )
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _query: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse(
+            "DoPut(StatementUpdate)",
+            request.metadata(),
+            Status::permission_denied(READ_ONLY),
+        )
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _query: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse(
+            "DoPut(StatementIngest)",
+            request.metadata(),
+            Status::permission_denied(READ_ONLY),
+        )
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        self.refuse(
+            "DoPut(PreparedStatementUpdate)",
+            request.metadata(),
+            Status::permission_denied(READ_ONLY),
+        )
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        self.refuse(
+            "BeginTransaction",
+            request.metadata(),
+            Status::unimplemented(NO_TRANSACTIONS),
+        )
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.refuse(
+            "EndTransaction",
+            request.metadata(),
+            Status::unimplemented(NO_TRANSACTIONS),
+        )
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        request: Request<Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        self.refuse(
+            "BeginSavepoint",
+            request.metadata(),
+            Status::unimplemented(NO_TRANSACTIONS),
+        )
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.refuse(
+            "EndSavepoint",
+            request.metadata(),
+            Status::unimplemented(NO_TRANSACTIONS),
+        )
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        _query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        self.refuse(
+            "CancelQuery",
+            request.metadata(),
+            Status::unimplemented(
+                "cancelling is not supported: close the result stream to stop a query",
+            ),
+        )
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(PrimaryKeys)",
+            request.metadata(),
+            Status::unimplemented(NO_KEYS),
+        )
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(ExportedKeys)",
+            request.metadata(),
+            Status::unimplemented(NO_KEYS),
+        )
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(ImportedKeys)",
+            request.metadata(),
+            Status::unimplemented(NO_KEYS),
+        )
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(CrossReference)",
+            request.metadata(),
+            Status::unimplemented(NO_KEYS),
+        )
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        _query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.refuse(
+            "GetFlightInfo(XdbcTypeInfo)",
+            request.metadata(),
+            Status::unimplemented("GetXdbcTypeInfo is not supported yet"),
+        )
+    }
+
+    async fn get_flight_info_fallback(
+        &self,
+        command: Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let status = Status::unimplemented(format!(
+            "unsupported Flight SQL command {}",
+            command.type_url()
+        ));
+        self.refuse("GetFlightInfo", request.metadata(), status)
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let status = Status::unimplemented(format!("unsupported ticket {}", message.type_url));
+        self.refuse("DoGet", request.metadata(), status)
+    }
+
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        let status =
+            Status::unimplemented(format!("unsupported DoPut command {}", message.type_url));
+        self.refuse("DoPut", request.metadata(), status)
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let status = Status::invalid_argument(format!(
+            "unknown action {:?}",
+            crate::error::cap_message(&request.get_ref().r#type)
+        ));
+        self.refuse("DoAction", request.metadata(), status)
+    }
+
+    async fn do_exchange_fallback(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<<Self as FlightService>::DoExchangeStream>, Status> {
+        self.refuse(
+            "DoExchange",
+            request.metadata(),
+            Status::unimplemented("DoExchange is not supported"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,473 @@
+//! The service over a real gRPC connection, against an engine on an empty
+//! warehouse (every table exists, with no rows): authentication, statement
+//! and prepared-statement round trips, metadata answers and error statuses.
+//! Tenancy on real data is covered by the end-to-end tests.
+
+use std::net::SocketAddr;
+
+use adlake_engine::Scope;
+use arrow::array::AsArray;
+use arrow::datatypes::Schema;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandStatementQuery};
+use arrow_flight::{FlightDescriptor, HandshakeRequest};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use futures::TryStreamExt;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
+
+use super::*;
+use crate::auth::tests::StaticAuthenticator;
+use crate::error::REQUEST_ID_HEADER;
+
+const AGENCY_TOKEN: &str = "agency-token";
+const ACME_TOKEN: &str = "acme-token";
+
+struct TestServer {
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    task: tokio::task::JoinHandle<()>,
+    _warehouse: tempfile::TempDir,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let warehouse = tempfile::tempdir().expect("tempdir");
+        let location = warehouse.path().to_str().expect("utf-8 path");
+        let engine = Arc::new(Engine::open(location).await.expect("open empty warehouse"));
+        let authenticator = StaticAuthenticator(vec![
+            (
+                AGENCY_TOKEN,
+                Principal {
+                    name: "agency".into(),
+                    scope: Scope::AllClients,
+                },
+            ),
+            (
+                ACME_TOKEN,
+                Principal {
+                    name: "acme".into(),
+                    scope: Scope::clients(["acme"]),
+                },
+            ),
+        ]);
+        let service =
+            AdlakeFlightSqlService::new(Arc::clone(&engine), Arc::new(authenticator)).into_server();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await;
+        });
+        Self {
+            addr,
+            engine,
+            task,
+            _warehouse: warehouse,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn sql_client(&self, token: Option<&str>) -> FlightSqlServiceClient<Channel> {
+        let mut client = FlightSqlServiceClient::new(self.channel().await);
+        if let Some(token) = token {
+            client.set_token(token.to_string());
+        }
+        client
+    }
+
+    async fn raw_client(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel().await)
+    }
+}
+
+fn with_auth<T>(message: T, value: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(value) = value {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().expect("header value"));
+    }
+    request
+}
+
+fn statement_descriptor(sql: &str) -> FlightDescriptor {
+    let command = CommandStatementQuery {
+        query: sql.to_string(),
+        transaction_id: None,
+    };
+    FlightDescriptor::new_cmd(command.as_any().encode_to_vec())
+}
+
+fn request_id(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Runs every endpoint of `info` and collects the batches.
+async fn fetch(client: &mut FlightSqlServiceClient<Channel>, info: FlightInfo) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("ticket");
+        let stream: FlightRecordBatchStream = client.do_get(ticket).await.expect("do_get");
+        let mut part: Vec<RecordBatch> = stream.try_collect().await.expect("stream");
+        batches.append(&mut part);
+    }
+    batches
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|batch| {
+            let array = batch.column_by_name(column).expect("column");
+            array
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn handshake_with_basic_returns_the_bearer_header() {
+    let server = TestServer::start().await;
+    for encoded in [
+        base64::engine::general_purpose::STANDARD.encode(format!("agency:{AGENCY_TOKEN}")),
+        STANDARD_NO_PAD.encode(format!("agency:{AGENCY_TOKEN}")),
+    ] {
+        let mut client = server.raw_client().await;
+        let request = with_auth(
+            stream::iter([HandshakeRequest::default()]),
+            Some(&format!("Basic {encoded}")),
+        );
+        let response = client.handshake(request).await.expect("handshake");
+        let bearer = response
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(bearer, Some(format!("Bearer {AGENCY_TOKEN}").as_str()));
+        assert!(response.metadata().get(REQUEST_ID_HEADER).is_some());
+    }
+
+    // The arrow-rs client: handshake, then use the returned token.
+    let mut client = server.sql_client(None).await;
+    client
+        .handshake("anyone", ACME_TOKEN)
+        .await
+        .expect("handshake");
+    assert_eq!(client.token().map(String::as_str), Some(ACME_TOKEN));
+    let info = client
+        .execute("SELECT 1 AS one".into(), None)
+        .await
+        .expect("execute");
+    assert_eq!(
+        fetch(&mut client, info)
+            .await
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn handshake_accepts_bearer_and_refuses_bad_credentials() {
+    let server = TestServer::start().await;
+    let mut client = server.raw_client().await;
+    let ok = client
+        .handshake(with_auth(
+            stream::iter([HandshakeRequest::default()]),
+            Some(&format!("Bearer {AGENCY_TOKEN}")),
+        ))
+        .await
+        .expect("bearer handshake");
+    assert!(ok.metadata().get("authorization").is_some());
+
+    let wrong = STANDARD_NO_PAD.encode("agency:nope");
+    for header in [
+        None,
+        Some(format!("Basic {wrong}")),
+        Some("Basic ***".to_string()),
+    ] {
+        let status = client
+            .handshake(with_auth(
+                stream::iter([HandshakeRequest::default()]),
+                header.as_deref(),
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unauthenticated, "{header:?}: {status}");
+        assert!(request_id(&status).is_some());
+        assert!(!status.message().contains("nope"), "{}", status.message());
+    }
+}
+
+#[tokio::test]
+async fn every_call_needs_a_valid_bearer_token() {
+    let server = TestServer::start().await;
+    let mut client = server.raw_client().await;
+    let basic = format!(
+        "Basic {}",
+        STANDARD_NO_PAD.encode(format!("agency:{AGENCY_TOKEN}"))
+    );
+    for header in [None, Some("Bearer wrong"), Some(basic.as_str())] {
+        let status = client
+            .get_flight_info(with_auth(statement_descriptor("SELECT 1"), header))
+            .await
+            .expect_err("unauthenticated");
+        assert_eq!(status.code(), Code::Unauthenticated, "{header:?}");
+
+        let catalogs = arrow_flight::sql::CommandGetCatalogs {};
+        let status = client
+            .get_flight_info(with_auth(
+                FlightDescriptor::new_cmd(catalogs.as_any().encode_to_vec()),
+                header,
+            ))
+            .await
+            .expect_err("metadata needs a token too");
+        assert_eq!(status.code(), Code::Unauthenticated);
+
+        let ticket = Ticket::new(
+            TicketStatementQuery {
+                statement_handle: handle::encode("SELECT 1"),
+            }
+            .as_any()
+            .encode_to_vec(),
+        );
+        let status = client
+            .do_get(with_auth(ticket, header))
+            .await
+            .expect_err("tickets are re-checked");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+}
+
+#[tokio::test]
+async fn statement_schema_matches_the_stream() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let sql = "SELECT client_id, date, spend, impressions FROM ad_performance";
+    let info = client.execute(sql.into(), None).await.expect("execute");
+    assert_eq!(info.total_records, -1);
+    assert_eq!(info.endpoint.len(), 1);
+    let advertised = info.clone().try_decode_schema().expect("schema");
+    assert_eq!(
+        advertised
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>(),
+        ["client_id", "date", "spend", "impressions"]
+    );
+
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let stream = client.do_get(ticket).await.expect("do_get");
+    let mut stream = stream;
+    while stream.try_next().await.expect("batch").is_some() {}
+    // The schema arrives even for an empty result, and is the advertised one.
+    let streamed = stream.schema().cloned().expect("schema sent");
+    assert_eq!(streamed.as_ref(), &advertised);
+}
+
+#[tokio::test]
+async fn prepared_statements_round_trip() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(ACME_TOKEN)).await;
+    let mut prepared = client
+        .prepare("SELECT 42 AS answer, 'x' AS label".into(), None)
+        .await
+        .expect("prepare");
+    assert_eq!(prepared.dataset_schema().expect("schema").fields().len(), 2);
+    assert_eq!(
+        prepared.parameter_schema().expect("params"),
+        &Schema::empty()
+    );
+    let info = prepared.execute().await.expect("execute");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches, "label"), ["x"]);
+    prepared.close().await.expect("close is a no-op");
+}
+
+#[tokio::test]
+async fn sql_errors_have_the_right_codes_and_a_request_id() {
+    let server = TestServer::start().await;
+    let mut client = server.raw_client().await;
+    let bearer = format!("Bearer {AGENCY_TOKEN}");
+    let cases = [
+        ("SELEC 1", Code::InvalidArgument),
+        ("SELECT nope FROM ad_performance", Code::InvalidArgument),
+        ("SELECT * FROM no_such_table", Code::InvalidArgument),
+        ("DROP TABLE ad_performance", Code::PermissionDenied),
+        (
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            Code::PermissionDenied,
+        ),
+    ];
+    for (sql, code) in cases {
+        let status = client
+            .get_flight_info(with_auth(statement_descriptor(sql), Some(&bearer)))
+            .await
+            .expect_err(sql);
+        assert_eq!(status.code(), code, "{sql}: {}", status.message());
+        assert!(request_id(&status).is_some(), "{sql}");
+    }
+
+    let status = client
+        .do_get(with_auth(
+            Ticket::new(
+                TicketStatementQuery {
+                    statement_handle: "not ours".into(),
+                }
+                .as_any()
+                .encode_to_vec(),
+            ),
+            Some(&bearer),
+        ))
+        .await
+        .expect_err("foreign handle");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn updates_are_refused_as_read_only() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let err = client
+        .execute_update("DELETE FROM ad_performance".into(), None)
+        .await
+        .expect_err("read-only");
+    assert!(err.to_string().contains("read-only"), "{err}");
+}
+
+#[tokio::test]
+async fn catalogs_and_schemas() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+
+    let info = client.get_catalogs().await.expect("catalogs");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches, "catalog_name"), [CATALOG_NAME]);
+
+    let schemas = |catalog: Option<&str>, pattern: Option<&str>| CommandGetDbSchemas {
+        catalog: catalog.map(str::to_string),
+        db_schema_filter_pattern: pattern.map(str::to_string),
+    };
+    for (catalog, pattern, expected) in [
+        (None, None, 1),
+        (Some(CATALOG_NAME), Some("pub%"), 1),
+        (None, Some("p_blic"), 1),
+        (None, Some("x%"), 0),
+        (Some("other"), None, 0),
+        (Some(""), None, 0),
+    ] {
+        let info = client
+            .get_db_schemas(schemas(catalog, pattern))
+            .await
+            .expect("schemas");
+        let batches = fetch(&mut client, info).await;
+        let names = strings(&batches, "db_schema_name");
+        assert_eq!(names.len(), expected, "{catalog:?} {pattern:?}");
+        if expected == 1 {
+            assert_eq!(names, [SCHEMA_NAME]);
+            assert_eq!(strings(&batches, "catalog_name"), [CATALOG_NAME]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn tables_with_and_without_schemas() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let all: Vec<String> = server.engine.tables().into_iter().map(|t| t.name).collect();
+    assert!(all.iter().any(|t| t == "ad_performance"), "{all:?}");
+
+    let tables = |pattern: Option<&str>, types: &[&str], include_schema: bool| CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: None,
+        table_name_filter_pattern: pattern.map(str::to_string),
+        table_types: types.iter().map(|t| t.to_string()).collect(),
+        include_schema,
+    };
+
+    let info = client
+        .get_tables(tables(None, &[], false))
+        .await
+        .expect("tables");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches, "table_name"), all);
+    assert!(strings(&batches, "table_type").iter().all(|t| t == "TABLE"));
+
+    let info = client
+        .get_tables(tables(Some("ad\\_perf%"), &["TABLE"], true))
+        .await
+        .expect("tables with schema");
+    let advertised = info.clone().try_decode_schema().expect("schema");
+    assert!(advertised.field_with_name("table_schema").is_ok());
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches, "table_name"), ["ad_performance"]);
+    let encoded = batches[0]
+        .column_by_name("table_schema")
+        .expect("table_schema")
+        .as_binary::<i32>()
+        .value(0)
+        .to_vec();
+    let schema = Schema::try_from(IpcMessage(encoded.into())).expect("IPC schema");
+    let expected = server
+        .engine
+        .tables()
+        .into_iter()
+        .find(|t| t.name == "ad_performance")
+        .expect("table")
+        .schema;
+    assert_eq!(&schema, expected.as_ref());
+
+    let info = client
+        .get_tables(tables(None, &["VIEW"], false))
+        .await
+        .expect("views");
+    assert!(strings(&fetch(&mut client, info).await, "table_name").is_empty());
+}
+
+#[tokio::test]
+async fn table_types_and_sql_info() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+
+    let info = client.get_table_types().await.expect("table types");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(strings(&batches, "table_type"), ["TABLE", "VIEW"]);
+
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .expect("sql info");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+}

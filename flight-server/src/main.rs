@@ -1,0 +1,69 @@
+//! The `adlake` binary: parses flags, sets up logging, and runs the
+//! [`adlake_server::Server`] until SIGINT or SIGTERM.
+//!
+//! Stdout carries exactly one line, `adlake ready flight=<addr> http=<addr>`,
+//! once both listeners are bound and the warehouse is open; everything for
+//! humans (logs, demo instructions, errors) goes to stderr. Exit codes: 0
+//! after a clean shutdown, 2 for configuration errors, 1 otherwise.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use adlake_server::config::Config;
+use adlake_server::server::{Server, shutdown_signal};
+use adlake_server::{Error, demo};
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("adlake: error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("adlake: error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Error> {
+    let server = Server::bind(&config).await?;
+    if let Some(credentials) = server.demo_credentials() {
+        eprint!(
+            "\n{}\n",
+            demo::connection_help(credentials, server.flight_addr())
+        );
+    }
+    announce(&server.ready_line());
+    server.serve(shutdown_signal()).await
+}
+
+/// Prints the ready line and flushes: a parent process reading a pipe
+/// would otherwise wait for the buffer to fill.
+fn announce(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // If stdout is closed nobody is waiting for the line; keep serving.
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// Human-readable logs on stderr; `RUST_LOG` overrides the default level.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

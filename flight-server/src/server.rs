@@ -1,0 +1,258 @@
+//! Startup wiring: open the engine, load the callers, bind the listeners,
+//! serve until shutdown.
+//!
+//! Startup is split in two so the binary can announce itself between
+//! them: [`Server::bind`] does everything that can fail because of the
+//! configuration (and so exits with code 2 before anything listens), then
+//! [`Server::serve`] runs Flight SQL and HTTP until the shutdown future
+//! completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adlake_engine::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth::{Authenticator, TokenAuthenticator};
+use crate::config::Config;
+use crate::demo::{self, DemoCredentials};
+use crate::error::{Error, Result};
+use crate::flight_sql::AdlakeFlightSqlService;
+use crate::http::{self, Readiness};
+
+/// How long running requests (long result streams) get to finish after a
+/// shutdown signal before the process stops anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// A server whose engine is open and whose listeners are bound.
+pub struct Server {
+    engine: Arc<Engine>,
+    authenticator: Arc<dyn Authenticator>,
+    flight: TcpListener,
+    flight_addr: SocketAddr,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    demo: Option<DemoCredentials>,
+    refresh_interval: Duration,
+}
+
+impl Server {
+    /// Opens the warehouse, loads the auth file (or sets up demo mode when
+    /// there is none) and binds both listeners.
+    pub async fn bind(config: &Config) -> Result<Self> {
+        let (engine, authenticator, demo) = match &config.auth_file {
+            Some(path) => {
+                // The file first: it is cheap to check, and a typo in it
+                // should not wait for the warehouse to load.
+                let authenticator = TokenAuthenticator::from_file(path)?;
+                let engine = open_engine(&config.warehouse).await?;
+                check_clients(&engine, &authenticator, path).await?;
+                (engine, authenticator, None)
+            }
+            None => {
+                let dir = demo::local_dir(&config.warehouse)?;
+                demo::seed_if_empty(&config.warehouse, &dir).await?;
+                let engine = open_engine(&config.warehouse).await?;
+                let clients = engine.clients().await.map_err(Error::Engine)?;
+                let path = demo::tokens_path(&dir);
+                let (authenticator, credentials) = demo::ensure_tokens(&path, &clients)?;
+                authenticator.check_clients(&path, &clients)?;
+                (engine, authenticator, Some(credentials))
+            }
+        };
+        let names: Vec<&str> = authenticator
+            .principals()
+            .map(|p| p.name.as_str())
+            .collect();
+        tracing::info!(principals = names.len(), names = ?names, "callers loaded");
+
+        let (flight, flight_addr) = bind("flight", &config.flight_addr).await?;
+        let (http, http_addr) = bind("http", &config.http_addr).await?;
+        Ok(Self {
+            engine: Arc::new(engine),
+            authenticator: Arc::new(authenticator),
+            flight,
+            flight_addr,
+            http,
+            http_addr,
+            demo,
+            refresh_interval: config.refresh_interval(),
+        })
+    }
+
+    /// The bound Flight SQL address (the real port when 0 was asked for).
+    pub fn flight_addr(&self) -> SocketAddr {
+        self.flight_addr
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The line announcing readiness on stdout, which tests and scripts
+    /// parse: `adlake ready flight=<ip:port> http=<ip:port>`.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "adlake ready flight={} http={}",
+            self.flight_addr, self.http_addr
+        )
+    }
+
+    /// The demo credentials, when running in demo mode.
+    pub fn demo_credentials(&self) -> Option<&DemoCredentials> {
+        self.demo.as_ref()
+    }
+
+    /// Serves Flight SQL and HTTP until `shutdown` completes, then lets
+    /// running requests finish for up to [`SHUTDOWN_GRACE`].
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let refresh = self.engine.spawn_refresh(self.refresh_interval);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let flight_service =
+            AdlakeFlightSqlService::new(Arc::clone(&self.engine), self.authenticator).into_server();
+        let incoming = TcpIncoming::from(self.flight).with_nodelay(Some(true));
+        let flight_stop = stopped(stop_rx.clone());
+        let mut flight = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(flight_service)
+                .serve_with_incoming_shutdown(incoming, flight_stop)
+                .await
+                .map_err(|err| Error::Serve {
+                    what: "flight",
+                    message: crate::error::ErrorChain(&err).to_string(),
+                })
+        });
+
+        let readiness: Arc<dyn Readiness> = Arc::clone(&self.engine) as Arc<dyn Readiness>;
+        let http_stop = stopped(stop_rx);
+        let http_listener = self.http;
+        let mut http = tokio::spawn(async move {
+            axum::serve(http_listener, http::router(readiness))
+                .with_graceful_shutdown(http_stop)
+                .await
+                .map_err(|err| Error::Serve {
+                    what: "http",
+                    message: err.to_string(),
+                })
+        });
+
+        // Run until asked to stop, or until a server dies on its own.
+        let early = tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutdown requested: finishing running requests");
+                None
+            }
+            result = &mut flight => Some(("flight", result)),
+            result = &mut http => Some(("http", result)),
+        };
+        let _ = stop_tx.send(true);
+        refresh.abort();
+
+        if let Some((what, result)) = early {
+            return match result {
+                Ok(Ok(())) => Err(Error::Serve {
+                    what,
+                    message: "stopped unexpectedly".into(),
+                }),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(Error::Serve {
+                    what,
+                    message: join.to_string(),
+                }),
+            };
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, async { (flight.await, http.await) }).await {
+            Ok((flight, http)) => {
+                for (what, result) in [("flight", flight), ("http", http)] {
+                    match result {
+                        Ok(result) => result?,
+                        Err(join) => {
+                            return Err(Error::Serve {
+                                what,
+                                message: join.to_string(),
+                            });
+                        }
+                    }
+                }
+                tracing::info!("stopped");
+            }
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = SHUTDOWN_GRACE.as_secs(),
+                    "requests still running after the grace period: stopping anyway"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn open_engine(warehouse: &str) -> Result<Engine> {
+    tracing::info!(warehouse, "opening the warehouse");
+    let engine = Engine::open(warehouse).await.map_err(Error::Engine)?;
+    let tables: Vec<String> = engine.tables().into_iter().map(|t| t.name).collect();
+    tracing::info!(tables = ?tables, "warehouse open");
+    Ok(engine)
+}
+
+async fn check_clients(
+    engine: &Engine,
+    authenticator: &TokenAuthenticator,
+    path: &Path,
+) -> Result<()> {
+    let clients = engine.clients().await.map_err(Error::Engine)?;
+    authenticator.check_clients(path, &clients)
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr)> {
+    let error = |source| Error::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
+    // Binding through the string resolves host names ("localhost:0").
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM (what container
+/// runtimes send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

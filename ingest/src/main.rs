@@ -1,0 +1,200 @@
+//! `adlake-ingest`: the ingest command line.
+//!
+//! `adlake-ingest demo --warehouse DIR` fills a warehouse with a synthetic
+//! agency. Bad input ends with one `error: ...` line on stderr and a
+//! non-zero exit code.
+
+use std::process::ExitCode;
+
+use adlake_ingest::synthetic::MAX_DAYS;
+use adlake_ingest::{DemoOptions, Progress, run_demo};
+use chrono::NaiveDate;
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code of invalid command-line input (as clap uses).
+const USAGE_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "adlake-ingest",
+    version,
+    about = "adlake ingest: sources, normalization and idempotent Delta writes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate a synthetic agency (clients, ad platforms, GA4, Shopify, FX)
+    /// and write it to the warehouse.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Warehouse directory or file:// URL.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ADLAKE_WAREHOUSE",
+        default_value = "./data/warehouse"
+    )]
+    warehouse: String,
+    /// Number of clients.
+    #[arg(long, value_name = "N", default_value = "5", value_parser = parse_clients)]
+    clients: usize,
+    /// Days of history, ending at --end-date.
+    #[arg(long, value_name = "D", default_value = "90", value_parser = parse_days)]
+    days: u32,
+    /// Target number of ad_performance rows.
+    #[arg(long, value_name = "N", default_value = "200000", value_parser = parse_rows)]
+    rows: u64,
+    /// Seed of the synthetic data (same seed, same data).
+    #[arg(long, value_name = "S", default_value = "42", value_parser = parse_seed)]
+    seed: u64,
+    /// Last report date, YYYY-MM-DD (default: yesterday, UTC).
+    #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+    end_date: Option<NaiveDate>,
+}
+
+fn parse_positive(s: &str, what: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err(format!("{what} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{what} must be a whole number, got '{s}'")),
+    }
+}
+
+fn parse_clients(s: &str) -> Result<usize, String> {
+    let n = parse_positive(s, "clients")?;
+    usize::try_from(n).map_err(|_| format!("clients is too large: {n}"))
+}
+
+fn parse_days(s: &str) -> Result<u32, String> {
+    let n = parse_positive(s, "days")?;
+    u32::try_from(n)
+        .ok()
+        .filter(|d| *d <= MAX_DAYS)
+        .ok_or_else(|| format!("days must be at most {MAX_DAYS}, got {n}"))
+}
+
+fn parse_rows(s: &str) -> Result<u64, String> {
+    parse_positive(s, "rows")
+}
+
+fn parse_seed(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("seed must be a whole number, got '{s}'"))
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a date as YYYY-MM-DD, got '{s}'"))
+}
+
+/// Prints one error line; multi-line messages are joined so scripts and
+/// humans see a single line.
+fn print_error(message: &str) {
+    let line = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let line = line.strip_prefix("error: ").unwrap_or(&line);
+    eprintln!("error: {line}");
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            err.exit()
+        }
+        Err(err) => {
+            // clap's first line names the argument and the problem; the
+            // usage block after it is noise for a one-line error.
+            let rendered = err.render().to_string();
+            print_error(rendered.lines().next().unwrap_or("invalid arguments"));
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("warn,adlake_ingest=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            print_error(&format!("cannot start the runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Demo(args) => runtime.block_on(demo(args)),
+    }
+}
+
+async fn demo(args: DemoArgs) -> ExitCode {
+    let opts = DemoOptions {
+        warehouse: args.warehouse,
+        clients: args.clients,
+        days: args.days,
+        rows: args.rows,
+        seed: args.seed,
+        end_date: args
+            .end_date
+            .unwrap_or_else(adlake_ingest::demo::yesterday_utc),
+    };
+    match run_demo(&opts, Progress::Auto).await {
+        Ok(summary) => {
+            println!("warehouse: {}", summary.warehouse);
+            println!(
+                "clients:   {} ({})",
+                summary.clients.len(),
+                summary.clients.join(", ")
+            );
+            for (table, version) in &summary.versions {
+                let rows = summary.rows.get(table).copied().unwrap_or_default();
+                println!("{table:<15} {rows:>12} rows written   version {version}");
+            }
+            println!(
+                "slices:    {} in {:.1}s ({:.0} rows/s end to end)",
+                summary.slices,
+                summary.elapsed.as_secs_f64(),
+                summary.rows_per_sec()
+            );
+            println!(
+                "generator: {} rows in {:.1}s ({:.0} rows/s)",
+                summary.generated_rows,
+                summary.generator_time.as_secs_f64(),
+                summary.generator_rows_per_sec()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_error(&err.to_string());
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,751 @@
+//! Idempotent slice writes to Delta tables, and the `ingest_runs` audit.
+//!
+//! A *slice* is the set of rows of one table that one run owns: one client,
+//! one value of the table's source column (the `platform` of
+//! `ad_performance`) when it has one, and a date range. A write replaces
+//! exactly that slice in one Delta transaction (overwrite with a
+//! `replaceWhere` predicate), so a re-run gives the same table, a failure
+//! part-way commits nothing, and writers of other slices are untouched.
+//! Every write, successful or not, then appends one row to `ingest_runs`.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use adlake_engine::schema::{CLIENT_ID, DATE, INGEST_RUNS, TableDef};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Date32Type, SchemaRef};
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::provider_as_source;
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tracing::{error, info};
+
+use crate::error::{Error, Result};
+use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
+use crate::warehouse::Warehouse;
+
+/// Commit-metadata key holding the run id of every commit this crate makes.
+pub const RUN_ID_METADATA_KEY: &str = "adlake.run_id";
+
+/// `ingest_runs.client_id` of runs that are not about one client (FX rates).
+pub const GLOBAL_CLIENT: &str = "_global";
+
+/// Batches buffered between a generating thread and the Delta writer.
+const INPUT_BUFFER_BATCHES: usize = 2;
+
+/// Why a run happened (`ingest_runs.trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The daily scheduler.
+    Schedule,
+    /// A backfill asked for by an operator.
+    Backfill,
+    /// A dropped file.
+    File,
+    /// A push from a platform webhook.
+    Push,
+    /// The demo command.
+    Demo,
+    /// Anything else started by hand (and tests).
+    Manual,
+}
+
+impl Trigger {
+    /// The `ingest_runs.trigger` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Backfill => "backfill",
+            Self::File => "file",
+            Self::Push => "push",
+            Self::Demo => "demo",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Outcome of a run (`ingest_runs.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The slice was committed.
+    Succeeded,
+    /// Nothing was committed.
+    Failed,
+}
+
+impl RunStatus {
+    /// The `ingest_runs.status` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One row of `ingest_runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The run id, also in the commit metadata and the rows' `_run_id`.
+    pub run_id: String,
+    /// The client, or [`GLOBAL_CLIENT`].
+    pub client_id: String,
+    /// The source, e.g. `google_ads`, `ga4`, `shopify`, `fx`.
+    pub source: String,
+    /// Why the run happened.
+    pub trigger: Trigger,
+    /// Requested first date.
+    pub date_from: NaiveDate,
+    /// Requested last date (inclusive).
+    pub date_to: NaiveDate,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished.
+    pub finished_at: DateTime<Utc>,
+    /// Whether it committed.
+    pub status: RunStatus,
+    /// Rows received from the source.
+    pub rows_read: u64,
+    /// Rows committed to the target table.
+    pub rows_written: u64,
+    /// Rows sent to quarantine.
+    pub rows_quarantined: u64,
+    /// The table written.
+    pub target_table: String,
+    /// The Delta version the write produced; `None` when it failed.
+    pub table_version: Option<u64>,
+    /// Request ids of the source API calls (empty for synthetic data).
+    pub source_request_ids: Vec<String>,
+    /// The error of a failed run.
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    fn to_batch(&self) -> Result<RecordBatch> {
+        let mut request_ids = ListBuilder::new(StringBuilder::new());
+        request_ids.append_value(self.source_request_ids.iter().map(Some));
+        let ts = |t: DateTime<Utc>| -> ArrayRef {
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![t.timestamp_micros()]).with_timezone("UTC"),
+            )
+        };
+        let text = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s])) };
+        let count = |n: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![to_i64(n)])) };
+        let columns: Vec<ArrayRef> = vec![
+            text(&self.run_id),
+            text(&self.client_id),
+            text(&self.source),
+            text(self.trigger.as_str()),
+            Arc::new(Date32Array::from(vec![date_to_epoch_day(self.date_from)])),
+            Arc::new(Date32Array::from(vec![date_to_epoch_day(self.date_to)])),
+            ts(self.started_at),
+            ts(self.finished_at),
+            text(self.status.as_str()),
+            count(self.rows_read),
+            count(self.rows_written),
+            count(self.rows_quarantined),
+            text(&self.target_table),
+            Arc::new(Int64Array::from(vec![self.table_version.map(to_i64)])),
+            Arc::new(request_ids.finish()),
+            Arc::new(StringArray::from(vec![self.error.as_deref()])),
+        ];
+        Ok(RecordBatch::try_new(INGEST_RUNS.schema(), columns)?)
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends one row to `ingest_runs` and returns the version it produced.
+pub async fn append_run(warehouse: &Warehouse, record: &RunRecord) -> Result<u64> {
+    let batch = record.to_batch()?;
+    let table = warehouse.open_or_create(&INGEST_RUNS).await?;
+    let table = table
+        .write([batch])
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(
+            CommitProperties::default()
+                .with_metadata([(RUN_ID_METADATA_KEY.to_owned(), json!(record.run_id))]),
+        )
+        .await
+        .map_err(|e| Error::delta(INGEST_RUNS.name, e))?;
+    Ok(table.version().unwrap_or_default())
+}
+
+/// What a successful slice write did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceWrite {
+    /// The run id (in the commit metadata, the rows and `ingest_runs`).
+    pub run_id: String,
+    /// The table written.
+    pub table: &'static str,
+    /// The Delta version the write produced.
+    pub version: u64,
+    /// Rows now in the slice.
+    pub rows_written: u64,
+    /// The `ingest_runs` version holding the run's row.
+    pub runs_version: u64,
+    /// When the run started and finished.
+    pub started_at: DateTime<Utc>,
+    /// When the commit was done.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Replaces one (client, source, date range) slice of a table in one Delta
+/// transaction and records the run in `ingest_runs`.
+///
+/// ```no_run
+/// # async fn example(batches: Vec<arrow::array::RecordBatch>) -> adlake_ingest::Result<()> {
+/// use adlake_engine::schema::AD_PERFORMANCE;
+/// use adlake_ingest::{Trigger, Warehouse, WriteSliceBuilder};
+/// use chrono::NaiveDate;
+///
+/// let warehouse = Warehouse::open("./data/warehouse")?;
+/// let day = |d| NaiveDate::from_ymd_opt(2025, 6, d).unwrap();
+/// let written = WriteSliceBuilder::new(&warehouse, &AD_PERFORMANCE)
+///     .with_client("northwind-outfitters")
+///     .with_source(Some("google_ads"))
+///     .with_date_range(day(1), day(30))
+///     .with_trigger(Trigger::Backfill)
+///     .execute(batches)
+///     .await?;
+/// println!("version {} with {} rows", written.version, written.rows_written);
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a slice write does nothing until executed"]
+#[derive(Debug, Clone)]
+pub struct WriteSliceBuilder {
+    warehouse: Warehouse,
+    table: &'static TableDef,
+    client: Option<String>,
+    source: Option<String>,
+    run_source: Option<String>,
+    date_range: Option<(NaiveDate, NaiveDate)>,
+    run_id: Option<String>,
+    trigger: Trigger,
+    rows_quarantined: u64,
+    source_request_ids: Vec<String>,
+}
+
+impl WriteSliceBuilder {
+    /// A write to `table` in `warehouse`.
+    pub fn new(warehouse: &Warehouse, table: &'static TableDef) -> Self {
+        Self {
+            warehouse: warehouse.clone(),
+            table,
+            client: None,
+            source: None,
+            run_source: None,
+            date_range: None,
+            run_id: None,
+            trigger: Trigger::Manual,
+            rows_quarantined: 0,
+            source_request_ids: Vec::new(),
+        }
+    }
+
+    /// The client whose slice is replaced (required for client-scoped tables).
+    pub fn with_client(mut self, client_id: impl Into<String>) -> Self {
+        self.client = Some(client_id.into());
+        self
+    }
+
+    /// The value of the table's source column (required when it has one,
+    /// e.g. the platform of `ad_performance`; `None` otherwise).
+    pub fn with_source(mut self, source: Option<impl Into<String>>) -> Self {
+        self.source = source.map(Into::into);
+        self
+    }
+
+    /// The source named in `ingest_runs` (defaults to the source value, or
+    /// the table name), e.g. `ga4` or `shopify` for tables without a source
+    /// column.
+    pub fn with_run_source(mut self, name: impl Into<String>) -> Self {
+        self.run_source = Some(name.into());
+        self
+    }
+
+    /// First and last date (inclusive) of the slice.
+    pub fn with_date_range(mut self, from: NaiveDate, to: NaiveDate) -> Self {
+        self.date_range = Some((from, to));
+        self
+    }
+
+    /// The run id (default: a new UUIDv7).
+    pub fn with_run(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Why the run happens (default [`Trigger::Manual`]).
+    pub fn with_trigger(mut self, trigger: Trigger) -> Self {
+        self.trigger = trigger;
+        self
+    }
+
+    /// Rows of the run that went to quarantine instead, for the run record.
+    pub fn with_rows_quarantined(mut self, rows: u64) -> Self {
+        self.rows_quarantined = rows;
+        self
+    }
+
+    /// Request ids of the source API calls, for the run record.
+    pub fn with_source_request_ids(
+        mut self,
+        ids: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.source_request_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Writes the slice from batches produced by an iterator. The iterator
+    /// runs on a blocking thread, a couple of batches ahead of the writer,
+    /// so generation and writing overlap and memory stays bounded.
+    pub async fn execute<I>(self, batches: I) -> Result<SliceWrite>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send + 'static,
+    {
+        let stream = iterator_stream(batches.into_iter());
+        self.execute_stream(stream).await
+    }
+
+    /// Writes the slice from a stream of batches. An error from the stream
+    /// fails the write: nothing is committed and a failed run is recorded.
+    pub async fn execute_stream<S>(self, input: S) -> Result<SliceWrite>
+    where
+        S: Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
+    {
+        let slice = self.slice()?;
+        let started_at = Utc::now();
+        let run_id = self
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let rows_read = Arc::new(AtomicU64::new(0));
+
+        let written = self
+            .write_data(&slice, &run_id, input, Arc::clone(&rows_read))
+            .await;
+        let finished_at = Utc::now();
+        let rows_read = rows_read.load(Ordering::Relaxed);
+
+        let (from, to) = slice.dates;
+        let mut record = RunRecord {
+            run_id: run_id.clone(),
+            client_id: slice
+                .client
+                .clone()
+                .unwrap_or_else(|| GLOBAL_CLIENT.to_owned()),
+            source: self
+                .run_source
+                .clone()
+                .or_else(|| slice.source.clone())
+                .unwrap_or_else(|| self.table.name.to_owned()),
+            trigger: self.trigger,
+            date_from: from,
+            date_to: to,
+            started_at,
+            finished_at,
+            status: RunStatus::Succeeded,
+            rows_read,
+            rows_written: 0,
+            rows_quarantined: self.rows_quarantined,
+            target_table: self.table.name.to_owned(),
+            table_version: None,
+            source_request_ids: self.source_request_ids.clone(),
+            error: None,
+        };
+        match written {
+            Ok(version) => {
+                record.rows_written = rows_read;
+                record.table_version = Some(version);
+                let runs_version = append_run(&self.warehouse, &record).await?;
+                info!(
+                    table = self.table.name,
+                    slice = %slice,
+                    run_id = %run_id,
+                    version,
+                    rows = rows_read,
+                    "slice written"
+                );
+                Ok(SliceWrite {
+                    run_id,
+                    table: self.table.name,
+                    version,
+                    rows_written: rows_read,
+                    runs_version,
+                    started_at,
+                    finished_at,
+                })
+            }
+            Err(err) => {
+                record.status = RunStatus::Failed;
+                record.error = Some(err.to_string());
+                if let Err(record_err) = append_run(&self.warehouse, &record).await {
+                    error!(run_id = %run_id, error = %record_err, "could not record the failed run");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Checks that the builder names exactly the slice the table needs.
+    fn slice(&self) -> Result<Slice> {
+        let table = self.table;
+        let invalid = |reason: String| Error::InvalidSlice {
+            table: table.name,
+            reason,
+        };
+        let client = match (table.client_scoped, &self.client) {
+            (true, None) => return Err(invalid("a client is required".to_owned())),
+            (true, Some(c)) if c.is_empty() => {
+                return Err(invalid("the client id is empty".to_owned()));
+            }
+            (false, Some(_)) => {
+                return Err(invalid("the table is not per client".to_owned()));
+            }
+            (_, client) => client.clone(),
+        };
+        let source = match (table.source_column, &self.source) {
+            (Some(column), None) => {
+                return Err(invalid(format!(
+                    "a value of its source column '{column}' is required"
+                )));
+            }
+            (None, Some(_)) => return Err(invalid("the table has no source column".to_owned())),
+            (_, source) => source.clone(),
+        };
+        if !table.has_date() {
+            return Err(invalid(
+                "the table has no date column; it is append-only".to_owned(),
+            ));
+        }
+        let Some((from, to)) = self.date_range else {
+            return Err(invalid("a date range is required".to_owned()));
+        };
+        if from > to {
+            return Err(invalid(format!("the date range {from}..{to} is empty")));
+        }
+        Ok(Slice {
+            table,
+            client,
+            source,
+            dates: (from, to),
+        })
+    }
+
+    /// Runs the Delta transaction; returns the version it produced.
+    async fn write_data<S>(
+        &self,
+        slice: &Slice,
+        run_id: &str,
+        input: S,
+        rows_read: Arc<AtomicU64>,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
+    {
+        let def = self.table;
+        let table = self.warehouse.open_or_create(def).await?;
+
+        // Errors found in the stream travel through DataFusion and delta-rs
+        // as strings; the typed error waits here to be returned instead.
+        let first_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let checked = {
+            let slice = slice.clone();
+            let first_error = Arc::clone(&first_error);
+            input.map(move |item| {
+                let result = item
+                    .map_err(|e| Error::Input {
+                        table: slice.table.name,
+                        message: e.to_string(),
+                    })
+                    .and_then(|batch| {
+                        rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        slice.check(batch)
+                    });
+                result.map_err(|err| {
+                    let message = err.to_string();
+                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(err);
+                    DataFusionError::Execution(message)
+                })
+            })
+        };
+        let plan = input_plan(
+            def.schema(),
+            Box::pin(RecordBatchStreamAdapter::new(def.schema(), checked)),
+        )?;
+
+        let (from, to) = slice.dates;
+        let metadata = [
+            (RUN_ID_METADATA_KEY.to_owned(), json!(run_id)),
+            ("adlake.trigger".to_owned(), json!(self.trigger.as_str())),
+            ("adlake.client_id".to_owned(), json!(slice.client)),
+            ("adlake.source".to_owned(), json!(slice.source)),
+            ("adlake.date_from".to_owned(), json!(from.to_string())),
+            ("adlake.date_to".to_owned(), json!(to.to_string())),
+        ];
+        let result = table
+            .write(Vec::<RecordBatch>::new())
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(slice.predicate())
+            .with_partition_columns(def.partition_columns.iter().copied())
+            .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+            .await;
+        let stashed = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (result, stashed) {
+            (_, Some(err)) => Err(err),
+            (Err(err), None) => Err(Error::delta(def.name, err)),
+            (Ok(table), None) => Ok(table.version().unwrap_or_default()),
+        }
+    }
+}
+
+/// The rows one write owns.
+#[derive(Debug, Clone)]
+struct Slice {
+    table: &'static TableDef,
+    client: Option<String>,
+    source: Option<String>,
+    dates: (NaiveDate, NaiveDate),
+}
+
+impl fmt::Display for Slice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(client) = &self.client {
+            write!(f, "client '{client}', ")?;
+        }
+        if let (Some(column), Some(source)) = (self.table.source_column, &self.source) {
+            write!(f, "{column} '{source}', ")?;
+        }
+        write!(f, "dates {} to {}", self.dates.0, self.dates.1)
+    }
+}
+
+impl Slice {
+    /// The `replaceWhere` predicate: exactly the rows of this slice.
+    fn predicate(&self) -> Expr {
+        let date = |d: NaiveDate| lit(ScalarValue::Date32(Some(date_to_epoch_day(d))));
+        let mut predicate = ident(DATE)
+            .gt_eq(date(self.dates.0))
+            .and(ident(DATE).lt_eq(date(self.dates.1)));
+        if let Some(client) = &self.client {
+            predicate = ident(CLIENT_ID).eq(lit(client.as_str())).and(predicate);
+        }
+        if let (Some(column), Some(source)) = (self.table.source_column, &self.source) {
+            predicate = predicate.and(ident(column).eq(lit(source.as_str())));
+        }
+        predicate
+    }
+
+    /// Checks a batch's schema and that each of its rows is in the slice;
+    /// returns the batch with the table's exact schema.
+    fn check(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let def = self.table;
+        let expected = def.schema();
+        let actual = batch.schema();
+        if actual.fields().len() != expected.fields().len() {
+            return Err(Error::SchemaMismatch {
+                table: def.name,
+                detail: format!(
+                    "{} columns instead of {}",
+                    actual.fields().len(),
+                    expected.fields().len()
+                ),
+            });
+        }
+        for (want, got) in expected.fields().iter().zip(actual.fields()) {
+            if want.name() != got.name()
+                || want.data_type() != got.data_type()
+                || want.is_nullable() != got.is_nullable()
+            {
+                return Err(Error::SchemaMismatch {
+                    table: def.name,
+                    detail: format!("expected column {want:?}, got {got:?}"),
+                });
+            }
+        }
+
+        let clients = self.client.as_ref().and(string_column(&batch, CLIENT_ID));
+        let sources = self
+            .table
+            .source_column
+            .and_then(|column| self.source.as_ref().and(string_column(&batch, column)));
+        let dates = batch
+            .column_by_name(DATE)
+            .map(|c| c.as_primitive::<Date32Type>());
+        let (from, to) = (
+            date_to_epoch_day(self.dates.0),
+            date_to_epoch_day(self.dates.1),
+        );
+
+        for row in 0..batch.num_rows() {
+            let client_ok = match (clients, &self.client) {
+                (Some(col), Some(want)) => col.is_valid(row) && col.value(row) == want,
+                _ => true,
+            };
+            let source_ok = match (sources, &self.source) {
+                (Some(col), Some(want)) => col.is_valid(row) && col.value(row) == want,
+                _ => true,
+            };
+            let date_ok =
+                dates.is_none_or(|col| col.is_valid(row) && (from..=to).contains(&col.value(row)));
+            if !(client_ok && source_ok && date_ok) {
+                return Err(Error::RowOutsideSlice {
+                    table: def.name,
+                    row: describe_row(
+                        clients,
+                        sources.map(|s| (self.table.source_column, s)),
+                        dates,
+                        row,
+                    ),
+                    slice: self.to_string(),
+                });
+            }
+        }
+        Ok(RecordBatch::try_new(expected, batch.columns().to_vec())?)
+    }
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch.column_by_name(name).map(|c| c.as_string::<i32>())
+}
+
+fn describe_row(
+    clients: Option<&StringArray>,
+    sources: Option<(Option<&str>, &StringArray)>,
+    dates: Option<&Date32Array>,
+    row: usize,
+) -> String {
+    let text = |col: &StringArray| {
+        if col.is_valid(row) {
+            format!("'{}'", col.value(row))
+        } else {
+            "null".to_owned()
+        }
+    };
+    let mut parts = Vec::new();
+    if let Some(col) = clients {
+        parts.push(format!("client {}", text(col)));
+    }
+    if let Some((Some(name), col)) = sources {
+        parts.push(format!("{name} {}", text(col)));
+    }
+    if let Some(col) = dates {
+        let date = if col.is_valid(row) {
+            epoch_day_to_date(col.value(row))
+                .map_or_else(|| col.value(row).to_string(), |d| d.to_string())
+        } else {
+            "null".to_owned()
+        };
+        parts.push(format!("date {date}"));
+    }
+    format!("row {row} ({})", parts.join(", "))
+}
+
+/// A partition that hands out its stream once: the input of a write is
+/// consumed as it is written, never collected.
+struct OnceStream {
+    schema: SchemaRef,
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnceStream").finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
+        taken.unwrap_or_else(|| {
+            Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&self.schema),
+                futures::stream::once(async {
+                    Err(DataFusionError::Execution(
+                        "the input of a slice write can only be read once".to_owned(),
+                    ))
+                }),
+            ))
+        })
+    }
+}
+
+/// A logical plan that scans `stream` once.
+fn input_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<LogicalPlan> {
+    let partition = OnceStream {
+        schema: Arc::clone(&schema),
+        stream: Mutex::new(Some(stream)),
+    };
+    let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
+    Ok(
+        LogicalPlanBuilder::scan("slice_input", provider_as_source(Arc::new(table)), None)?
+            .build()?,
+    )
+}
+
+/// Runs a batch iterator on a blocking thread and streams its batches; a
+/// panic in the iterator becomes an error rather than a short input.
+fn iterator_stream<I>(
+    batches: I,
+) -> impl Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static
+where
+    I: Iterator<Item = RecordBatch> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(INPUT_BUFFER_BATCHES);
+    let producer = tokio::task::spawn_blocking(move || {
+        for batch in batches {
+            if tx.blocking_send(batch).is_err() {
+                // The writer stopped (it failed); stop generating.
+                break;
+            }
+        }
+    });
+    futures::stream::unfold((rx, Some(producer)), |(mut rx, producer)| async move {
+        if let Some(batch) = rx.recv().await {
+            return Some((Ok(batch), (rx, producer)));
+        }
+        let producer = producer?;
+        match producer.await {
+            Ok(()) => None,
+            Err(join) => Some((
+                Err(DataFusionError::Execution(format!(
+                    "the batch generator failed: {join}"
+                ))),
+                (rx, None),
+            )),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

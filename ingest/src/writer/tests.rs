@@ -1,0 +1,588 @@
+use std::sync::Arc;
+
+use adlake_engine::schema::{AD_PERFORMANCE, FX_RATES, INGEST_RUNS, TableDef, WEB_SESSIONS};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Float64Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{Decimal128Type, Int64Type};
+use chrono::Datelike;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+
+use super::*;
+use crate::synthetic::{Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 1, d).unwrap()
+}
+
+/// One `ad_performance` row: (client, platform, day of January, ad, spend in cents).
+type AdRow<'a> = (&'a str, &'a str, u32, &'a str, i64);
+
+fn ad_batch(rows: &[AdRow<'_>]) -> RecordBatch {
+    let n = rows.len();
+    let text = |f: &dyn Fn(&AdRow<'_>) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+    let money = |v: Vec<i128>| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from(v)
+                .with_precision_and_scale(18, 6)
+                .unwrap(),
+        )
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| r.0.to_owned()),
+        Arc::new(Date32Array::from_iter_values(
+            rows.iter().map(|r| date_to_epoch_day(day(r.2))),
+        )),
+        text(&|r| r.1.to_owned()),
+        constant("123-456-7890"),
+        constant("Account"),
+        constant("111"),
+        constant("Brand | Search | US"),
+        constant("222"),
+        constant("Brand - Exact"),
+        text(&|r| r.3.to_owned()),
+        text(&|r| format!("Ad {}", r.3)),
+        money(rows.iter().map(|r| i128::from(r.4) * 10_000).collect()),
+        Arc::new(Int64Array::from(vec![1_000; n])),
+        Arc::new(Int64Array::from(vec![20; n])),
+        Arc::new(Float64Array::from(vec![1.5; n])),
+        money(vec![5_000_000; n]),
+        constant("USD"),
+        constant("google"),
+        constant("cpc"),
+        constant("brand-search-us"),
+        text(&|r| r.3.to_owned()),
+        Arc::new(StringArray::from(vec![None::<&str>; n])),
+        constant("test"),
+        constant("run"),
+        Arc::new(TimestampMicrosecondArray::from(vec![0; n]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(AD_PERFORMANCE.schema(), columns).unwrap()
+}
+
+/// Rows for every day in `days`, two ads per day.
+fn slice_rows<'a>(
+    client: &'a str,
+    platform: &'a str,
+    days: std::ops::RangeInclusive<u32>,
+    spend: i64,
+) -> Vec<AdRow<'a>> {
+    days.flat_map(|d| {
+        [
+            (client, platform, d, "ad-1", spend),
+            (client, platform, d, "ad-2", spend + 1),
+        ]
+    })
+    .collect()
+}
+
+fn warehouse() -> (tempfile::TempDir, Warehouse) {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+    (dir, warehouse)
+}
+
+async fn write_ads(
+    warehouse: &Warehouse,
+    client: &str,
+    platform: &str,
+    from: u32,
+    to: u32,
+    rows: Vec<AdRow<'_>>,
+) -> Result<SliceWrite> {
+    WriteSliceBuilder::new(warehouse, &AD_PERFORMANCE)
+        .with_client(client)
+        .with_source(Some(platform))
+        .with_date_range(day(from), day(to))
+        .execute(vec![ad_batch(&rows)])
+        .await
+}
+
+/// Reads a table back through DataFusion, the way the engine will.
+async fn query(warehouse: &Warehouse, def: &TableDef, sql: &str) -> Vec<RecordBatch> {
+    let table = warehouse.open_table(def).await.unwrap();
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).unwrap();
+    let provider = table.table_provider().await.unwrap();
+    ctx.register_table("t", provider).unwrap();
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// (client, platform, date, ad, spend cents) of every row, sorted.
+async fn ad_rows(warehouse: &Warehouse) -> Vec<(String, String, NaiveDate, String, i64)> {
+    let batches = query(
+        warehouse,
+        &AD_PERFORMANCE,
+        "SELECT client_id, platform, date, ad_id, spend FROM t ORDER BY client_id, platform, date, ad_id",
+    )
+    .await;
+    let mut out = Vec::new();
+    for b in batches {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let (client, platform, ad) = (s(0), s(1), s(3));
+        let dates = b.column(2).as_primitive::<arrow::datatypes::Date32Type>();
+        let spend = b.column(4).as_primitive::<Decimal128Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                client.value(i).to_owned(),
+                platform.value(i).to_owned(),
+                epoch_day_to_date(dates.value(i)).unwrap(),
+                ad.value(i).to_owned(),
+                (spend.value(i) / 10_000) as i64,
+            ));
+        }
+    }
+    out
+}
+
+async fn version(warehouse: &Warehouse, def: &TableDef) -> Option<u64> {
+    warehouse.open_table(def).await.unwrap().version()
+}
+
+#[tokio::test]
+async fn rewriting_a_slice_replaces_only_that_slice() {
+    let (_dir, wh) = warehouse();
+    write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        10,
+        slice_rows("a", "google_ads", 1..=10, 100),
+    )
+    .await
+    .unwrap();
+    write_ads(
+        &wh,
+        "a",
+        "meta_ads",
+        1,
+        10,
+        slice_rows("a", "meta_ads", 1..=10, 200),
+    )
+    .await
+    .unwrap();
+    write_ads(
+        &wh,
+        "b",
+        "google_ads",
+        1,
+        10,
+        slice_rows("b", "google_ads", 1..=10, 300),
+    )
+    .await
+    .unwrap();
+    let before = ad_rows(&wh).await;
+    assert_eq!(before.len(), 60);
+
+    // Days 3–5 restated with different numbers, and one ad fewer on day 4.
+    let mut restated = slice_rows("a", "google_ads", 3..=5, 900);
+    restated.retain(|r| !(r.2 == 4 && r.3 == "ad-2"));
+    write_ads(&wh, "a", "google_ads", 3, 5, restated)
+        .await
+        .unwrap();
+
+    let after = ad_rows(&wh).await;
+    assert_eq!(after.len(), 59);
+    for row in &after {
+        let (client, platform, date, ad, spend) = row;
+        let d = date.day();
+        let expected = match (client.as_str(), platform.as_str()) {
+            ("a", "google_ads") if (3..=5).contains(&d) => 900,
+            ("a", "google_ads") => 100,
+            ("a", "meta_ads") => 200,
+            ("b", "google_ads") => 300,
+            other => panic!("unexpected row {other:?}"),
+        } + i64::from(ad == "ad-2");
+        assert_eq!(*spend, expected, "{row:?}");
+    }
+    let untouched = |rows: &[(String, String, NaiveDate, String, i64)]| -> Vec<_> {
+        rows.iter()
+            .filter(|r| !(r.0 == "a" && r.1 == "google_ads" && (3..=5).contains(&r.2.day())))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(untouched(&before), untouched(&after));
+}
+
+#[tokio::test]
+async fn a_rerun_gives_the_same_table() {
+    let (_dir, wh) = warehouse();
+    let rows = slice_rows("a", "google_ads", 1..=5, 100);
+    let first = write_ads(&wh, "a", "google_ads", 1, 5, rows.clone())
+        .await
+        .unwrap();
+    let content = ad_rows(&wh).await;
+    let second = write_ads(&wh, "a", "google_ads", 1, 5, rows).await.unwrap();
+    assert_eq!(ad_rows(&wh).await, content);
+    assert_eq!(second.version, first.version + 1);
+    assert_eq!(second.rows_written, 10);
+}
+
+#[tokio::test]
+async fn a_failing_input_commits_nothing() {
+    let (_dir, wh) = warehouse();
+    let previous = write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        5,
+        slice_rows("a", "google_ads", 1..=5, 100),
+    )
+    .await
+    .unwrap();
+    let content = ad_rows(&wh).await;
+
+    let input = futures::stream::iter(vec![
+        Ok(ad_batch(&slice_rows("a", "google_ads", 1..=2, 999))),
+        Err(DataFusionError::Execution(
+            "platform API timed out".to_owned(),
+        )),
+        Ok(ad_batch(&slice_rows("a", "google_ads", 3..=5, 999))),
+    ]);
+    let err = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(5))
+        .with_run("failing-run")
+        .execute_stream(input)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Input { .. }), "{err}");
+    assert!(err.to_string().contains("platform API timed out"), "{err}");
+
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, Some(previous.version));
+    assert_eq!(ad_rows(&wh).await, content);
+
+    // The failure is on record, without a version.
+    let runs = query(
+        &wh,
+        &INGEST_RUNS,
+        "SELECT status, table_version, error, rows_written FROM t WHERE run_id = 'failing-run'",
+    )
+    .await;
+    assert_eq!(runs.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    let b = &runs[0];
+    assert_eq!(b.column(0).as_string::<i32>().value(0), "failed");
+    assert!(b.column(1).is_null(0));
+    assert!(
+        b.column(2)
+            .as_string::<i32>()
+            .value(0)
+            .contains("timed out")
+    );
+    assert_eq!(b.column(3).as_primitive::<Int64Type>().value(0), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_generator_commits_nothing() {
+    let (_dir, wh) = warehouse();
+    let previous = write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        5,
+        slice_rows("a", "google_ads", 1..=5, 100),
+    )
+    .await
+    .unwrap();
+    let mut batches = vec![ad_batch(&slice_rows("a", "google_ads", 1..=2, 999))].into_iter();
+    let generator = std::iter::from_fn(move || match batches.next() {
+        Some(b) => Some(b),
+        None => panic!("generator bug"),
+    });
+    let err = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(5))
+        .execute(generator)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("generator failed"), "{err}");
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, Some(previous.version));
+}
+
+#[tokio::test]
+async fn the_run_is_recorded_with_its_version_and_in_the_commit() {
+    let (_dir, wh) = warehouse();
+    let written = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(3))
+        .with_run("run-42")
+        .with_trigger(Trigger::Backfill)
+        .with_source_request_ids(["req-1", "req-2"])
+        .execute(vec![ad_batch(&slice_rows("a", "google_ads", 1..=3, 100))])
+        .await
+        .unwrap();
+    assert_eq!(written.run_id, "run-42");
+    assert_eq!(written.rows_written, 6);
+
+    let runs = query(
+        &wh,
+        &INGEST_RUNS,
+        "SELECT client_id, source, trigger, date_from, date_to, status, rows_read, rows_written, \
+         rows_quarantined, target_table, table_version, source_request_ids, error, started_at <= finished_at \
+         FROM t WHERE run_id = 'run-42'",
+    )
+    .await;
+    assert_eq!(runs.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    let b = &runs[0];
+    let s = |i: usize| b.column(i).as_string::<i32>().value(0).to_owned();
+    let n = |i: usize| b.column(i).as_primitive::<Int64Type>().value(0);
+    assert_eq!(
+        (s(0), s(1), s(2), s(5), s(9)),
+        (
+            "a".to_owned(),
+            "google_ads".to_owned(),
+            "backfill".to_owned(),
+            "succeeded".to_owned(),
+            "ad_performance".to_owned()
+        )
+    );
+    let date = |i: usize| {
+        epoch_day_to_date(
+            b.column(i)
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((date(3), date(4)), (day(1), day(3)));
+    assert_eq!((n(6), n(7), n(8)), (6, 6, 0));
+    assert_eq!(n(10), written.version as i64);
+    let ids = b.column(11).as_list::<i32>().value(0);
+    let ids: Vec<_> = ids.as_string::<i32>().iter().flatten().collect();
+    assert_eq!(ids, ["req-1", "req-2"]);
+    assert!(b.column(12).is_null(0));
+    assert!(b.column(13).as_boolean().value(0));
+
+    // The commit itself names the run.
+    let table = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let history: Vec<_> = table.history(Some(1)).try_collect().await.unwrap();
+    assert_eq!(
+        history[0].info.get(RUN_ID_METADATA_KEY),
+        Some(&json!("run-42"))
+    );
+    assert_eq!(table.version(), Some(written.version));
+    let runs_table = wh.open_table(&INGEST_RUNS).await.unwrap();
+    assert_eq!(runs_table.version(), Some(written.runs_version));
+}
+
+#[tokio::test]
+async fn rows_outside_the_slice_are_rejected_and_nothing_is_committed() {
+    let (_dir, wh) = warehouse();
+    let previous = write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        5,
+        slice_rows("a", "google_ads", 1..=5, 100),
+    )
+    .await
+    .unwrap();
+
+    let mut other_client = slice_rows("a", "google_ads", 1..=5, 999);
+    other_client.push(("b", "google_ads", 2, "ad-9", 1));
+    let err = write_ads(&wh, "a", "google_ads", 1, 5, other_client)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::RowOutsideSlice { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("client 'b'") && message.contains("2025-01-02"),
+        "{message}"
+    );
+
+    let late = slice_rows("a", "google_ads", 1..=6, 999);
+    let err = write_ads(&wh, "a", "google_ads", 1, 5, late)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("date 2025-01-06"), "{err}");
+
+    let wrong_platform = slice_rows("a", "meta_ads", 1..=5, 999);
+    let err = write_ads(&wh, "a", "google_ads", 1, 5, wrong_platform)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("platform 'meta_ads'"), "{err}");
+
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, Some(previous.version));
+    assert!(ad_rows(&wh).await.iter().all(|r| r.4 == 100 || r.4 == 101));
+}
+
+#[tokio::test]
+async fn an_empty_slice_removes_its_rows() {
+    let (_dir, wh) = warehouse();
+    write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        5,
+        slice_rows("a", "google_ads", 1..=5, 100),
+    )
+    .await
+    .unwrap();
+    let written = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(2), day(3))
+        .execute(Vec::<RecordBatch>::new())
+        .await
+        .unwrap();
+    assert_eq!(written.rows_written, 0);
+    let days: Vec<u32> = ad_rows(&wh).await.iter().map(|r| r.2.day()).collect();
+    assert_eq!(days, [1, 1, 4, 4, 5, 5]);
+}
+
+#[tokio::test]
+async fn slices_must_match_the_table() {
+    let (_dir, wh) = warehouse();
+    let err = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(2))
+        .execute(Vec::<RecordBatch>::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("a client is required"), "{err}");
+    let err = WriteSliceBuilder::new(&wh, &WEB_SESSIONS)
+        .with_client("a")
+        .with_source(Some("ga4"))
+        .with_date_range(day(1), day(2))
+        .execute(Vec::<RecordBatch>::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no source column"), "{err}");
+    let err = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(3), day(2))
+        .execute(Vec::<RecordBatch>::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let err = WriteSliceBuilder::new(&wh, &INGEST_RUNS)
+        .with_client("a")
+        .with_date_range(day(1), day(2))
+        .execute(Vec::<RecordBatch>::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+}
+
+#[tokio::test]
+async fn fx_rates_replace_their_date_range() {
+    let (_dir, wh) = warehouse();
+    let s = Synthetic::new(SyntheticConfig {
+        clients: 2,
+        days: 10,
+        rows: 500,
+        seed: 3,
+        end_date: day(10),
+    });
+    let all: Vec<RecordBatch> = s.fx_rates().collect();
+    let per_day = all.iter().map(RecordBatch::num_rows).sum::<usize>() / 10;
+    let written = WriteSliceBuilder::new(&wh, &FX_RATES)
+        .with_date_range(day(1), day(10))
+        .with_run_source("fx")
+        .execute(all)
+        .await
+        .unwrap();
+    assert_eq!(written.rows_written as usize, per_day * 10);
+
+    // Rewrite days 4–5 with the rates of a shorter, different walk.
+    let other = Synthetic::new(SyntheticConfig {
+        clients: 2,
+        days: 2,
+        rows: 500,
+        seed: 3,
+        end_date: day(5),
+    });
+    WriteSliceBuilder::new(&wh, &FX_RATES)
+        .with_date_range(day(4), day(5))
+        .execute(other.fx_rates().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let counts = query(
+        &wh,
+        &FX_RATES,
+        "SELECT count(*) AS n, count(DISTINCT date) AS days FROM t",
+    )
+    .await;
+    let b = &counts[0];
+    assert_eq!(
+        b.column(0).as_primitive::<Int64Type>().value(0) as usize,
+        per_day * 10
+    );
+    assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), 10);
+    let global = query(
+        &wh,
+        &INGEST_RUNS,
+        "SELECT count(*) FROM t WHERE client_id = '_global' AND source = 'fx'",
+    )
+    .await;
+    assert_eq!(global[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+}
+
+#[tokio::test]
+async fn synthetic_slices_round_trip_through_delta() {
+    let (_dir, wh) = warehouse();
+    let cfg = SyntheticConfig {
+        clients: 2,
+        days: 20,
+        rows: 4_000,
+        seed: 11,
+        end_date: day(20),
+    };
+    let s = Synthetic::new(cfg.clone()).with_batch_rows(500);
+    let client = &s.clients()[0];
+    let platform: Platform = client.platforms[0];
+    let lineage = Lineage::new(SYNTHETIC_SOURCE, "rt");
+    let expected: i128 = s
+        .ad_performance_for(0, platform, &lineage)
+        .map(|b| {
+            b.column_by_name("spend")
+                .unwrap()
+                .as_primitive::<Decimal128Type>()
+                .iter()
+                .flatten()
+                .sum::<i128>()
+        })
+        .sum();
+    let written = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client(client.id.clone())
+        .with_source(Some(platform.as_str()))
+        .with_date_range(cfg.start_date().unwrap(), cfg.end_date)
+        .with_run("rt")
+        .execute(s.ad_performance_for(0, platform, &lineage))
+        .await
+        .unwrap();
+    assert_eq!(
+        written.rows_written,
+        s.ad_performance_rows(0, Some(platform))
+    );
+    let sums = query(
+        &wh,
+        &AD_PERFORMANCE,
+        "SELECT sum(spend), count(*), count(DISTINCT _run_id) FROM t",
+    )
+    .await;
+    let b = &sums[0];
+    assert_eq!(
+        b.column(0).as_primitive::<Decimal128Type>().value(0),
+        expected
+    );
+    assert_eq!(
+        b.column(1).as_primitive::<Int64Type>().value(0) as u64,
+        written.rows_written
+    );
+    assert_eq!(b.column(2).as_primitive::<Int64Type>().value(0), 1);
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, the way CI does (`.ci/run` calls this):
+#
+#   bash scripts/test.sh                  fmt, clippy, build, Rust tests, Python interop tests
+#   bash scripts/test.sh --python-only    build the binaries, then only the Python interop tests
+#   bash scripts/test.sh -- -k tenancy    anything after `--` goes to pytest
+#
+# Needs: the Rust toolchain of rust-toolchain.toml, python3 (3.11) with venv and
+# pip, and access to PyPI on the first run. The Python clients live in .venv,
+# installed from tests/requirements.txt and reinstalled only when that file
+# (or the Python interpreter) changes. cargo-nextest is used when installed,
+# `cargo test` otherwise.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo_root="$PWD"
+
+python_only=0
+pytest_args=()
+while (($#)); do
+    case "$1" in
+        --python-only) python_only=1 ;;
+        --) shift; pytest_args=("$@"); break ;;
+        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+started=$SECONDS
+step() {
+    printf '\n==> %s  [%ss]\n' "$*" "$((SECONDS - started))"
+}
+
+# ---------------------------------------------------------------- Python env
+python="${PYTHON:-python3}"
+venv="$repo_root/.venv"
+requirements="$repo_root/tests/requirements.txt"
+stamp="$venv/.requirements.stamp"
+
+step "Python environment (.venv from tests/requirements.txt)"
+if ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    # Missing, or made by an interpreter that is gone.
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+fi
+want_stamp="$(
+    {
+        sha256sum "$requirements"
+        "$venv/bin/python" -c 'import sys; print(sys.version)'
+    } | sha256sum | cut -d' ' -f1
+)"
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want_stamp" ]]; then
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -r "$requirements"
+    echo "$want_stamp" >"$stamp"
+    echo "installed tests/requirements.txt into .venv"
+else
+    echo ".venv is up to date with tests/requirements.txt"
+fi
+
+# ---------------------------------------------------------------- Rust
+if ((!python_only)); then
+    step "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+
+    step "cargo clippy --workspace --all-targets -- -D warnings"
+    cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+if ((!python_only)); then
+    if cargo nextest --version >/dev/null 2>&1; then
+        step "cargo nextest run --workspace"
+        cargo nextest run --workspace --no-fail-fast
+        # nextest does not run doctests.
+        step "cargo test --workspace --doc"
+        cargo test --workspace --doc
+    else
+        step "cargo test --workspace (cargo-nextest not installed)"
+        cargo test --workspace --no-fail-fast
+    fi
+fi
+
+# ---------------------------------------------------------------- Python tests
+target_dir="${CARGO_TARGET_DIR:-target}"
+bin_dir="$(cd "$target_dir" && pwd)/debug"
+
+step "pytest tests/python (ADLAKE_BIN_DIR=$bin_dir)"
+ADLAKE_BIN_DIR="$bin_dir" PYTHONDONTWRITEBYTECODE=1 \
+    "$venv/bin/python" -m pytest -q tests/python "${pytest_args[@]}"
+
+step "all tests passed"

@@ -1,0 +1,401 @@
+"""Helpers of the Python client interop tests: the warehouse and its
+independent oracle, the auth file, the server process, client helpers and a
+hand-written encoder of the few Flight SQL protobuf messages the raw
+`pyarrow.flight` tests send.
+
+Expected numbers never come from the server: `Oracle` reads the Delta tables
+with delta-rs' Python bindings and sums them with `pyarrow.compute`.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("ADLAKE_BIN_DIR", REPO / "target" / "debug"))
+
+# Small enough for a debug build on two cores, big enough for several files
+# per partition and every platform.
+DEMO_ARGS = [
+    "--clients", "3",
+    "--days", "30",
+    "--rows", "20000",
+    "--seed", "7",
+    "--end-date", "2026-10-31",
+]  # fmt: skip
+DEMO_CLIENTS = 3
+
+INGEST_TIMEOUT_S = float(os.environ.get("ADLAKE_TEST_INGEST_TIMEOUT", "600"))
+STARTUP_TIMEOUT_S = float(os.environ.get("ADLAKE_TEST_STARTUP_TIMEOUT", "120"))
+CALL_TIMEOUT_S = float(os.environ.get("ADLAKE_TEST_CALL_TIMEOUT", "60"))
+
+TABLES = ["ad_performance", "web_sessions", "orders", "ingest_runs", "quarantine", "fx_rates"]
+FACT_TABLES = ["ad_performance", "web_sessions", "orders"]
+# Tables with rows that belong to one client.
+CLIENT_TABLES = ["ad_performance", "web_sessions", "orders", "ingest_runs", "quarantine"]
+
+READY_LINE = re.compile(r"^adlake ready flight=(?P<flight>\S+) http=(?P<http>\S+)\s*$")
+
+# Servers started by this session, so a failing test can show their stderr.
+STARTED_SERVERS: list[Server] = []
+
+
+def binary(name: str) -> Path:
+    path = BIN_DIR / name
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(
+            f"binary {path} not found or not executable. Build it first "
+            f"(`cargo build --workspace --bins`) or point ADLAKE_BIN_DIR at the "
+            f"folder holding adlake and adlake-ingest.",
+            pytrace=False,
+        )
+    return path
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------
+# Warehouse and the independent oracle
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Warehouse:
+    root: Path
+    clients: list[str]
+
+    def path(self, table: str) -> Path:
+        return self.root / table
+
+    def delta(self, table: str) -> DeltaTable:
+        return DeltaTable(str(self.path(table)))
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        return self.delta(table).to_pyarrow_table(columns=columns)
+
+
+def _widen_decimals(table: pa.Table) -> pa.Table:
+    """Sums of decimal128(18, 6) are exact in decimal128(38, 6)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_decimal(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.decimal128(38, f.type.scale)))
+    return table
+
+
+class Oracle:
+    """Expected answers worked out from the Delta files, never from the server."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self._cache: dict[str, pa.Table] = {}
+
+    def table(self, name: str) -> pa.Table:
+        if name not in self._cache:
+            self._cache[name] = self._warehouse.read(name)
+        return self._cache[name]
+
+    def sums_by_client(self, table: str, measures: list[str]) -> dict[str, dict[str, object]]:
+        """{client: {measure: sum, ..., "row_count": rows}} with decimals as Decimal."""
+        t = _widen_decimals(self.table(table).select(["client_id", *measures]))
+        agg = t.group_by("client_id").aggregate([(m, "sum") for m in measures] + [("client_id", "count")])
+        out: dict[str, dict[str, object]] = {}
+        for row in agg.to_pylist():
+            client = row["client_id"]
+            out[client] = {m: row[f"{m}_sum"] for m in measures}
+            out[client]["row_count"] = row["client_id_count"]
+        return out
+
+    def rows_of(self, table: str, client: str) -> int:
+        t = self.table(table)
+        return pc.sum(pc.equal(t["client_id"], client)).as_py() or 0
+
+
+def as_text(b: bytes | str | None) -> str:
+    if b is None:
+        return ""
+    return b if isinstance(b, str) else b.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------
+# Principals and the auth file
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    token: str
+    clients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Principals:
+    agency: Principal
+    a: Principal  # sees client A only
+    b: Principal  # sees client B only
+
+    def all(self) -> list[Principal]:
+        return [self.agency, self.a, self.b]
+
+
+def write_auth_file(path: Path, principals: list[Principal]) -> None:
+    # JSON strings of ASCII text are valid TOML basic strings.
+    parts = []
+    for p in principals:
+        digest = hashlib.sha256(p.token.encode()).hexdigest()
+        parts.append(
+            "[[principal]]\n"
+            f"name = {json.dumps(p.name)}\n"
+            f"token_sha256 = {json.dumps(digest)}\n"
+            f"clients = [{', '.join(json.dumps(c) for c in p.clients)}]\n"
+        )
+    path.write_text("\n".join(parts))
+    path.chmod(0o600)
+
+
+# --------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    stderr_path: Path
+    flight_addr: str = ""
+    http_addr: str = ""
+    stdout_lines: list[str] = field(default_factory=list)
+
+    @property
+    def flight_uri(self) -> str:
+        return f"grpc://{self.flight_addr}"
+
+    def http_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_addr}{path}", timeout=timeout) as r:
+                return r.status, r.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode("utf-8", "replace")
+
+    def stderr_tail(self, lines: int = 80) -> str:
+        try:
+            return tail(self.stderr_path.read_text(errors="replace"), lines)
+        except OSError as e:
+            return f"<cannot read {self.stderr_path}: {e}>"
+
+    def describe(self) -> str:
+        state = "running" if self.process.poll() is None else f"exited with {self.process.returncode}"
+        return (
+            f"adlake pid {self.process.pid} ({state}), flight={self.flight_addr or '?'} "
+            f"http={self.http_addr or '?'}\n--- stdout ---\n{tail(chr(10).join(self.stdout_lines), 20)}\n"
+            f"--- stderr (tail) ---\n{self.stderr_tail()}"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path) -> Server:
+    adlake = binary("adlake")
+    stderr_path = workdir / "adlake.stderr.log"
+    stderr_file = stderr_path.open("wb")
+    cmd = [
+        str(adlake),
+        "--warehouse", str(warehouse.root),
+        "--flight-addr", "127.0.0.1:0",
+        "--http-addr", "127.0.0.1:0",
+        "--auth-file", str(auth_file),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        env={**os.environ, "RUST_BACKTRACE": "1"},
+        cwd=workdir,
+    )
+    stderr_file.close()
+    server = Server(process=process, stderr_path=stderr_path)
+    STARTED_SERVERS.append(server)
+
+    # Read stdout on a thread for the server's whole life: the ready line
+    # arrives with a deadline, and later output never fills the pipe.
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            server.stdout_lines.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="adlake-stdout", daemon=True).start()
+
+    def give_up(why: str) -> None:
+        server.stop()
+        pytest.fail(f"`{' '.join(cmd)}`: {why}\n{server.describe()}", pytrace=False)
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            give_up(f"no ready line within {STARTUP_TIMEOUT_S:.0f}s")
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        if line is None:
+            process.wait(timeout=10)
+            give_up("exited before printing the ready line")
+        m = READY_LINE.match(line)
+        if m:
+            server.flight_addr, server.http_addr = m["flight"], m["http"]
+            break
+
+    while True:
+        try:
+            status, _ = server.http_get("/readyz", timeout=2)
+            if status == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None:
+            give_up("exited while waiting for /readyz")
+        if time.monotonic() > deadline:
+            give_up(f"/readyz not 200 within {STARTUP_TIMEOUT_S:.0f}s")
+        time.sleep(0.2)
+    return server
+
+
+# --------------------------------------------------------------------------
+# Clients
+# --------------------------------------------------------------------------
+
+
+def adbc_db_kwargs(token: str | None = None, username: str | None = None, password: str | None = None) -> dict:
+    from adbc_driver_flightsql import DatabaseOptions
+
+    kwargs = {
+        DatabaseOptions.TIMEOUT_QUERY.value: str(CALL_TIMEOUT_S),
+        DatabaseOptions.TIMEOUT_FETCH.value: str(CALL_TIMEOUT_S),
+        DatabaseOptions.TIMEOUT_UPDATE.value: str(CALL_TIMEOUT_S),
+    }
+    if token is not None:
+        kwargs[DatabaseOptions.AUTHORIZATION_HEADER.value] = f"Bearer {token}"
+    if username is not None:
+        kwargs["username"] = username
+        kwargs["password"] = password or ""
+    return kwargs
+
+
+def query(conn, sql: str, parameters=None) -> pa.Table:
+    with conn.cursor() as cur:
+        cur.execute(sql, parameters)
+        return cur.fetch_arrow_table()
+
+
+def as_decimal(v: object) -> decimal.Decimal:
+    assert isinstance(v, decimal.Decimal), f"expected a Decimal, got {type(v).__name__} {v!r}"
+    return v
+
+
+# --------------------------------------------------------------------------
+# Flight SQL commands, hand-encoded
+#
+# The raw pyarrow.flight tests send Flight SQL commands without generated
+# protobuf code: a command is a `google.protobuf.Any` whose `value` is the
+# command message. Only varints and length-delimited fields are needed.
+# --------------------------------------------------------------------------
+
+FLIGHT_SQL_TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def pb_varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("negative varints are not needed here")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb_bytes_field(number: int, data: bytes) -> bytes:
+    """A length-delimited field (wire type 2): string, bytes or message."""
+    return pb_varint(number << 3 | 2) + pb_varint(len(data)) + data
+
+
+def pb_any(message_name: str, value: bytes) -> bytes:
+    """google.protobuf.Any { string type_url = 1; bytes value = 2; }"""
+    return pb_bytes_field(1, (FLIGHT_SQL_TYPE_PREFIX + message_name).encode()) + pb_bytes_field(2, value)
+
+
+def command_statement_query(sql: str) -> bytes:
+    """Any(CommandStatementQuery { string query = 1; })"""
+    return pb_any("CommandStatementQuery", pb_bytes_field(1, sql.encode("utf-8")))
+
+
+def pb_fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
+    """Decodes one message level into (field number, wire type, value)."""
+    fields = []
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            byte = data[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return result
+
+    while i < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            fields.append((number, wire, varint()))
+        elif wire == 2:
+            length = varint()
+            fields.append((number, wire, data[i : i + length]))
+            i += length
+        elif wire == 1:
+            fields.append((number, wire, data[i : i + 8]))
+            i += 8
+        elif wire == 5:
+            fields.append((number, wire, data[i : i + 4]))
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return fields
