@@ -77,6 +77,8 @@ pub fn warehouse_url(location: &str) -> Result<Url> {
             let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => err("does not exist".into()),
                 std::io::ErrorKind::PermissionDenied => err("permission denied".into()),
+                // The path is looked up as a directory, so a file ends here.
+                std::io::ErrorKind::NotADirectory => err("is not a directory".into()),
                 _ => err(format!("cannot be read: {e}")),
             })?;
             if !meta.is_dir() {

@@ -22,9 +22,7 @@ pub fn transport_type(data_type: &DataType) -> DataType {
             DataType::LargeList(transport_field(f))
         }
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(transport_field(f), *n),
-        DataType::Struct(fields) => {
-            DataType::Struct(fields.iter().map(|f| transport_field(f)).collect())
-        }
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(transport_field).collect()),
         DataType::Map(f, sorted) => DataType::Map(transport_field(f), *sorted),
         other => other.clone(),
     }

@@ -65,7 +65,7 @@ pub enum Error {
 
     /// The engine could not open or read the warehouse.
     #[error("{0}")]
-    Engine(#[source] adlake_engine::Error),
+    Engine(#[source] Box<adlake_engine::Error>),
 
     /// Seeding the demo warehouse or writing the demo credentials failed.
     #[error("demo setup failed: {0}")]
@@ -94,13 +94,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps an engine error (boxed: it is large, and this enum is returned
+    /// on every startup path).
+    pub fn engine(err: adlake_engine::Error) -> Self {
+        Self::Engine(Box::new(err))
+    }
+
     /// The process exit code for this error: 2 when the operator must fix
     /// the configuration (auth file, warehouse location, flags), 1 for
     /// everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::AuthFile { .. } | Self::UnknownClient { .. } | Self::Config(_) => 2,
-            Self::Engine(err) => match err {
+            Self::Engine(err) => match err.as_ref() {
                 adlake_engine::Error::Warehouse { .. } => 2,
                 adlake_engine::Error::InvalidSql(_)
                 | adlake_engine::Error::ReadOnly(_)
@@ -305,7 +311,7 @@ mod tests {
             problem: "x".into(),
         };
         assert_eq!(auth.exit_code(), 2);
-        let missing = Error::Engine(E::Warehouse {
+        let missing = Error::engine(E::Warehouse {
             location: "w".into(),
             message: "missing".into(),
         });

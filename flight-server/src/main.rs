@@ -60,8 +60,9 @@ fn announce(line: &str) {
 
 /// Human-readable logs on stderr; `RUST_LOG` overrides the default level.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,buoyant_kernel=warn,delta_kernel=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -58,7 +58,7 @@ impl Server {
                 let dir = demo::local_dir(&config.warehouse)?;
                 demo::seed_if_empty(&config.warehouse, &dir).await?;
                 let engine = open_engine(&config.warehouse).await?;
-                let clients = engine.clients().await.map_err(Error::Engine)?;
+                let clients = engine.clients().await.map_err(Error::engine)?;
                 let path = demo::tokens_path(&dir);
                 let (authenticator, credentials) = demo::ensure_tokens(&path, &clients)?;
                 authenticator.check_clients(&path, &clients)?;
@@ -200,7 +200,7 @@ impl Server {
 
 async fn open_engine(warehouse: &str) -> Result<Engine> {
     tracing::info!(warehouse, "opening the warehouse");
-    let engine = Engine::open(warehouse).await.map_err(Error::Engine)?;
+    let engine = Engine::open(warehouse).await.map_err(Error::engine)?;
     let tables: Vec<String> = engine.tables().into_iter().map(|t| t.name).collect();
     tracing::info!(tables = ?tables, "warehouse open");
     Ok(engine)
@@ -211,7 +211,7 @@ async fn check_clients(
     authenticator: &TokenAuthenticator,
     path: &Path,
 ) -> Result<()> {
-    let clients = engine.clients().await.map_err(Error::Engine)?;
+    let clients = engine.clients().await.map_err(Error::engine)?;
     authenticator.check_clients(path, &clients)
 }
 

@@ -633,7 +633,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let mut call = Call::new("GetFlightInfo(TableTypes)");
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
     }

@@ -110,7 +110,35 @@ async fn query(warehouse: &Warehouse, def: &TableDef, sql: &str) -> Vec<RecordBa
     table.update_datafusion_session(&ctx.state()).unwrap();
     let provider = table.table_provider().await.unwrap();
     ctx.register_table("t", provider).unwrap();
-    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    batches.iter().map(plain_strings).collect()
+}
+
+/// Partition columns come back dictionary-encoded and strings may be views;
+/// casts both to plain `Utf8` so the assertions read one type.
+fn plain_strings(batch: &RecordBatch) -> RecordBatch {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let is_string = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => true,
+        DataType::Dictionary(_, v) => matches!(**v, DataType::Utf8 | DataType::Utf8View),
+        _ => false,
+    };
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if is_string(field.data_type()) {
+            fields.push(Field::new(
+                field.name(),
+                DataType::Utf8,
+                field.is_nullable(),
+            ));
+            columns.push(arrow::compute::cast(column, &DataType::Utf8).unwrap());
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns).unwrap()
 }
 
 /// (client, platform, date, ad, spend cents) of every row, sorted.
@@ -359,6 +387,7 @@ async fn the_run_is_recorded_with_its_version_and_in_the_commit() {
     assert_eq!((n(6), n(7), n(8)), (6, 6, 0));
     assert_eq!(n(10), written.version as i64);
     let ids = b.column(11).as_list::<i32>().value(0);
+    let ids = arrow::compute::cast(&ids, &arrow::datatypes::DataType::Utf8).unwrap();
     let ids: Vec<_> = ids.as_string::<i32>().iter().flatten().collect();
     assert_eq!(ids, ["req-1", "req-2"]);
     assert!(b.column(12).is_null(0));
