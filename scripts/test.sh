@@ -87,8 +87,37 @@ fi
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin_dir="$(cd "$target_dir" && pwd)/debug"
 
+# promtool checks and unit-tests deploy/prometheus (tests/python/test_deploy.py).
+# It comes from Debian's `prometheus` package, unpacked under target/ rather
+# than installed (that would also set up a Prometheus service).
+promtool="$(command -v promtool || true)"
+if [[ -z "$promtool" ]]; then
+    promtool_dir="$(cd "$target_dir" && pwd)/promtool"
+    promtool="$promtool_dir/usr/bin/promtool"
+    if [[ ! -x "$promtool" ]]; then
+        step "promtool (Debian package prometheus, unpacked into $promtool_dir)"
+        mkdir -p "$promtool_dir"
+        (cd "$promtool_dir" && { apt-get download prometheus >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get download prometheus; }; } &&
+            dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
+    fi
+fi
+
 step "pytest tests/python (ADLAKE_BIN_DIR=$bin_dir)"
-ADLAKE_BIN_DIR="$bin_dir" PYTHONDONTWRITEBYTECODE=1 \
+PROMTOOL="$promtool" ADLAKE_BIN_DIR="$bin_dir" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/python" -m pytest -q tests/python "${pytest_args[@]}"
+
+# ---------------------------------------------------------------- Benchmark answers
+if ((!python_only)); then
+    # The dashboard workload once against the real server, every answer
+    # checked equal to DuckDB's, so the benchmark cannot rot. No timings:
+    # those live in benches/README.md. Dataset `ci` (10 clients, 365 days,
+    # 200k ad rows, 56 slices: ~2.5 min with debug adlake-ingest): `small`
+    # has 5x the slices and rows, ~13 min of debug ingest, too long for CI.
+    step "benchmark workload answers equal DuckDB's (ci dataset, debug binaries)"
+    PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" benches/harness/run.py --dataset ci --check-only \
+        --bin-dir "$bin_dir" --work-dir "$(cd "$target_dir" && pwd)/bench-data" \
+        --out-dir "$(cd "$target_dir" && pwd)/bench-reports"
+fi
 
 step "all tests passed"

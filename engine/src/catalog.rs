@@ -33,6 +33,22 @@ pub struct TableSnapshot {
     table: Option<DeltaTable>,
 }
 
+impl TableSnapshot {
+    /// Active data files of this version and their total size in bytes
+    /// (`(0, 0)` while the table does not exist).
+    pub fn file_stats(&self) -> (usize, u64) {
+        let Some(state) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
+            return (0, 0);
+        };
+        let log = state.log_data();
+        let bytes = log
+            .iter()
+            .map(|f| u64::try_from(f.size()).unwrap_or(0))
+            .sum();
+        (log.num_files(), bytes)
+    }
+}
+
 impl std::fmt::Debug for TableSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TableSnapshot")
@@ -90,10 +106,119 @@ pub fn warehouse_url(location: &str) -> Result<Url> {
             url.set_query(None);
             Ok(url)
         }
+        scheme if ObjectStoreKind::of(scheme).is_some() => remote_warehouse_url(location),
         other => Err(err(format!(
-            "unsupported warehouse scheme '{other}' (supported: a local directory or file://)"
+            "unsupported warehouse scheme '{other}' (supported: a local directory, file://, s3://, gs://, az://)"
         ))),
     }
+}
+
+/// The object stores a warehouse may live on besides local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectStoreKind {
+    /// Amazon S3 and S3-compatible stores (`s3://`, `s3a://`).
+    S3,
+    /// Google Cloud Storage (`gs://`).
+    Gcs,
+    /// Azure Blob Storage / ADLS Gen2 (`az://`, `abfs://`, `abfss://`, `azure://`).
+    Azure,
+}
+
+impl ObjectStoreKind {
+    /// The kind of object store a URL scheme names, if any.
+    pub fn of(scheme: &str) -> Option<Self> {
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => Some(Self::S3),
+            "gs" => Some(Self::Gcs),
+            "az" | "abfs" | "abfss" | "azure" => Some(Self::Azure),
+            _ => None,
+        }
+    }
+
+    /// Environment variables any one of which supplies credentials (or a
+    /// way to get them); the stores' own clients read them.
+    pub fn credential_vars(self) -> &'static [&'static str] {
+        match self {
+            Self::S3 => &[
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ],
+            Self::Gcs => &[
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "GOOGLE_SERVICE_ACCOUNT",
+                "GOOGLE_SERVICE_ACCOUNT_PATH",
+                "GOOGLE_SERVICE_ACCOUNT_KEY",
+            ],
+            Self::Azure => &[
+                "AZURE_STORAGE_ACCOUNT_KEY",
+                "AZURE_STORAGE_ACCESS_KEY",
+                "AZURE_STORAGE_SAS_KEY",
+                "AZURE_STORAGE_TOKEN",
+                "AZURE_CLIENT_SECRET",
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "AZURE_STORAGE_USE_EMULATOR",
+            ],
+        }
+    }
+}
+
+/// Checks an object-store warehouse URL (`s3://bucket/prefix`, ...) and
+/// that credentials are present in the environment, and registers the
+/// store with delta-rs. Returns the URL ending with `/`.
+///
+/// Credentials come only from the environment (or the workload identity
+/// the environment points to), never from the URL.
+pub fn remote_warehouse_url(location: &str) -> Result<Url> {
+    let err = |message: String| Error::Warehouse {
+        location: location.to_string(),
+        message,
+    };
+    let mut url = Url::parse(location).map_err(|e| err(format!("not a valid URL: {e}")))?;
+    let kind = ObjectStoreKind::of(url.scheme())
+        .ok_or_else(|| err(format!("unsupported warehouse scheme '{}'", url.scheme())))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(err("the URL names no bucket or container".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(
+            "credentials in the URL are not accepted; set them in the environment".into(),
+        ));
+    }
+    let vars = kind.credential_vars();
+    let present = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !vars.iter().any(|v| present(v)) {
+        return Err(err(format!(
+            "missing credentials: set one of {} in the environment",
+            vars.join(", ")
+        )));
+    }
+    if kind == ObjectStoreKind::S3
+        && present("AWS_ACCESS_KEY_ID")
+        && !present("AWS_SECRET_ACCESS_KEY")
+    {
+        return Err(err(
+            "missing credentials: AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not".into(),
+        ));
+    }
+    register_object_stores();
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url.set_query(None);
+    Ok(url)
+}
+
+/// Registers the object stores this build supports with delta-rs
+/// (idempotent; delta-rs also does it at load time where the linker keeps
+/// its constructors).
+pub fn register_object_stores() {
+    deltalake::aws::register_handlers(None);
+    deltalake::gcp::register_handlers(None);
+    deltalake::azure::register_handlers(None);
 }
 
 /// The URL of one table under the warehouse root.

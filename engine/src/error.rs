@@ -50,9 +50,28 @@ pub enum Error {
 }
 
 impl Error {
+    /// A caller's-fault engine error carried through DataFusion as
+    /// `External` (raised by the engine's own table functions).
+    fn carried(err: &DataFusionError) -> Option<Self> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        while let Some(e) = next {
+            match e.downcast_ref::<Self>() {
+                Some(Self::InvalidSql(m)) => return Some(Self::InvalidSql(m.clone())),
+                Some(Self::ResourcesExhausted(m)) => {
+                    return Some(Self::ResourcesExhausted(m.clone()));
+                }
+                _ => next = e.source(),
+            }
+        }
+        None
+    }
+
     /// Sorts a DataFusion error raised while planning a caller's SQL into
     /// the caller's fault or the system's.
     pub(crate) fn from_planning(err: DataFusionError) -> Self {
+        if let Some(own) = Self::carried(&err) {
+            return own;
+        }
         match err.find_root() {
             DataFusionError::SQL(e, _) => Self::InvalidSql(format!("SQL error: {e}")),
             DataFusionError::Plan(m) => Self::InvalidSql(format!("planning error: {m}")),
@@ -65,6 +84,9 @@ impl Error {
 
     /// Sorts a DataFusion error raised while executing.
     pub fn from_execution(err: DataFusionError) -> Self {
+        if let Some(own) = Self::carried(&err) {
+            return own;
+        }
         match err.find_root() {
             DataFusionError::ResourcesExhausted(m) => Self::ResourcesExhausted(m.clone()),
             // Casts and arithmetic on caller-supplied values fail at run time.

@@ -35,9 +35,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cache;
 pub mod catalog;
 pub mod error;
 mod guard;
+pub mod metrics;
 pub mod schema;
 pub mod scope;
 mod scoped;
@@ -60,11 +62,14 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, cast};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{StreamExt, TryStreamExt};
 
+pub use cache::{CacheStatus, ResultCache};
 pub use catalog::{Catalog, TableSnapshot};
 pub use error::{Error, Result};
 pub use scope::Scope;
@@ -76,6 +81,9 @@ use crate::transport::{is_transport_type, transport_schema, transport_type};
 pub const CATALOG_NAME: &str = "adlake";
 /// The schema name the warehouse's tables live under.
 pub const SCHEMA_NAME: &str = "public";
+
+/// The most positional parameters (`$1` … `$N`) one statement may have.
+pub const MAX_PARAMETERS: usize = 65_535;
 
 /// A table as clients see it.
 #[derive(Debug, Clone)]
@@ -96,6 +104,34 @@ pub struct Engine {
     catalog: Catalog,
     base: SessionState,
     ready: AtomicBool,
+    cache: ResultCache,
+    metrics_config: Arc<metrics::MetricsConfig>,
+    clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes each query may hold in DataFusion's memory pool (sorts,
+    /// joins, aggregations spill or fail past it); `None`: unbounded.
+    query_memory_bytes: Option<usize>,
+}
+
+/// Settings of an [`Engine`] beyond the warehouse location.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Byte bound of the result cache.
+    pub cache_bytes: u64,
+    /// Per-client time zones and custom metrics.
+    pub metrics_config: metrics::MetricsConfig,
+    /// A fixed "now" for relative date ranges (reproducible reports and
+    /// tests); `None`: the system clock.
+    pub clock: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            cache_bytes: cache::DEFAULT_CACHE_BYTES,
+            metrics_config: metrics::MetricsConfig::default(),
+            clock: None,
+        }
+    }
 }
 
 /// A planned read-only query for one caller.
@@ -110,6 +146,11 @@ impl Engine {
     /// Opens the warehouse at `warehouse` (a local directory or `file://`
     /// URL) and every table in it at its latest version.
     pub async fn open(warehouse: &str) -> Result<Self> {
+        Self::open_with(warehouse, EngineOptions::default()).await
+    }
+
+    /// Opens the warehouse with `options`.
+    pub async fn open_with(warehouse: &str, options: EngineOptions) -> Result<Self> {
         let location = catalog::warehouse_url(warehouse)?;
         let base = base_state();
         let catalog = Catalog::open(location, &base).await?;
@@ -117,7 +158,205 @@ impl Engine {
             catalog,
             base,
             ready: AtomicBool::new(true),
+            cache: ResultCache::new(options.cache_bytes),
+            metrics_config: Arc::new(options.metrics_config),
+            clock: options.clock,
+            query_memory_bytes: None,
         })
+    }
+
+    /// Gives every query its own memory pool of `bytes`: an operator that
+    /// needs more spills to disk where it can and otherwise fails the query
+    /// with [`Error::ResourcesExhausted`], so one query cannot take the
+    /// memory of the others.
+    #[must_use]
+    pub fn with_query_memory_limit(mut self, bytes: usize) -> Self {
+        self.query_memory_bytes = Some(bytes);
+        self
+    }
+
+    /// The result cache.
+    pub fn cache(&self) -> &ResultCache {
+        &self.cache
+    }
+
+    /// The metrics a caller in `scope` can ask for.
+    pub fn metrics(&self, scope: &Scope) -> Vec<metrics::MetricDef> {
+        metrics::metrics_for(&self.metrics_config, scope)
+    }
+
+    /// Answers a metric query for a caller in `scope`, through the cache
+    /// unless `bypass`. Relative dates are resolved at `now`.
+    pub async fn query_metrics_at(
+        &self,
+        scope: &Scope,
+        query: &metrics::MetricQuery,
+        bypass: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Arc<metrics::MetricResult>, CacheStatus)> {
+        let prepared = metrics::prepare(query, scope, &self.metrics_config, now)?;
+        if bypass {
+            let result = metrics::run(self, scope, &prepared).await?;
+            return Ok((Arc::new(result), CacheStatus::Bypass));
+        }
+        let key = cache::CacheKey {
+            scope: scope.clone(),
+            kind: "metrics",
+            question: prepared.normalized(),
+            versions: self.current_versions(&prepared.tables()),
+        };
+        if let Some(cache::Cached::Metrics(hit)) = self.cache.get(&key).await {
+            return Ok((hit, CacheStatus::Hit));
+        }
+        let result = Arc::new(metrics::run(self, scope, &prepared).await?);
+        // Stored only when every statement read the versions the key names
+        // (a refresh in between would make the key lie).
+        if key
+            .versions
+            .iter()
+            .all(|(t, v)| result.table_versions.get(t).is_none_or(|r| r == v))
+        {
+            self.cache
+                .insert(key, cache::Cached::Metrics(Arc::clone(&result)))
+                .await;
+        }
+        Ok((result, CacheStatus::Miss))
+    }
+
+    /// [`Engine::query_metrics_at`] now.
+    pub async fn query_metrics(
+        &self,
+        scope: &Scope,
+        query: &metrics::MetricQuery,
+        bypass: bool,
+    ) -> Result<(Arc<metrics::MetricResult>, CacheStatus)> {
+        self.query_metrics_at(scope, query, bypass, self.now())
+            .await
+    }
+
+    /// The latest landed date per client of each fact table, under `scope`.
+    pub async fn freshness(&self, scope: &Scope) -> Result<Vec<metrics::FreshnessRow>> {
+        let mut versions = BTreeMap::new();
+        metrics::freshness(
+            self,
+            scope,
+            &["ad_performance", "web_sessions", "orders"],
+            &mut versions,
+        )
+        .await
+    }
+
+    /// The successful ingest runs under `scope` that landed dates from
+    /// `since` on, with when they finished (for "did yesterday land before
+    /// 08:00 client-local").
+    pub async fn landings(
+        &self,
+        scope: &Scope,
+        since: chrono::NaiveDate,
+    ) -> Result<Vec<metrics::Landing>> {
+        metrics::landings(self, scope, since).await
+    }
+
+    /// Now, for relative date ranges: the fixed clock when one is set.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.unwrap_or_else(chrono::Utc::now)
+    }
+
+    /// The configured time zone of a client (UTC when none is set).
+    pub fn client_time_zone(&self, client: &str) -> chrono_tz::Tz {
+        self.metrics_config
+            .time_zone(client)
+            .unwrap_or(chrono_tz::Tz::UTC)
+    }
+
+    fn current_versions(&self, tables: &[&str]) -> BTreeMap<String, Option<u64>> {
+        tables
+            .iter()
+            .filter_map(|t| self.catalog.snapshot(t))
+            .map(|s| (s.def.name.to_string(), s.version))
+            .collect()
+    }
+
+    /// Plans and runs `sql` for `scope`, collecting its batches and the
+    /// versions it read.
+    pub(crate) async fn collect_sql(
+        &self,
+        scope: &Scope,
+        sql: &str,
+    ) -> Result<(Vec<RecordBatch>, BTreeMap<String, Option<u64>>)> {
+        let query = self.plan(scope, sql).await?;
+        let versions = query.table_versions().clone();
+        let batches = query
+            .execute()
+            .await?
+            .try_collect()
+            .await
+            .map_err(Error::from_execution)?;
+        Ok((batches, versions))
+    }
+
+    /// Runs a planned statement through the result cache: a hit streams the
+    /// stored batches; a miss streams live and stores the batches at the end
+    /// when they fit. The key is the scope, the statement text and the
+    /// versions the plan reads.
+    pub async fn execute_cached(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        query: Query,
+        bypass: bool,
+    ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
+        if bypass {
+            return Ok((query.execute().await?, CacheStatus::Bypass));
+        }
+        let key = cache::CacheKey {
+            scope: scope.clone(),
+            kind: "sql",
+            question: sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            versions: query.table_versions().clone(),
+        };
+        let schema = query.schema();
+        if let Some(cache::Cached::Batches(_, batches)) = self.cache.get(&key).await {
+            let items: Vec<std::result::Result<RecordBatch, DataFusionError>> =
+                batches.iter().cloned().map(Ok).collect();
+            let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(items));
+            return Ok((Box::pin(stream), CacheStatus::Hit));
+        }
+        let live = query.execute().await?;
+        let cache = self.cache.clone();
+        let limit = usize::try_from(cache.max_bytes()).unwrap_or(usize::MAX);
+        let kept = Arc::new(std::sync::Mutex::new(Some((Vec::new(), 0usize))));
+        let tee = Arc::clone(&kept);
+        let stream = live.map(move |batch| {
+            let mut slot = tee.lock().expect("cache tee lock");
+            match &batch {
+                Ok(b) => {
+                    if let Some((batches, bytes)) = slot.as_mut() {
+                        let own = cache::compact(b);
+                        *bytes += own.get_array_memory_size();
+                        if *bytes > limit {
+                            *slot = None;
+                        } else {
+                            batches.push(own);
+                        }
+                    }
+                }
+                Err(_) => *slot = None,
+            }
+            batch
+        });
+        let store_schema = Arc::clone(&schema);
+        let store = futures::stream::once(async move {
+            let done = kept.lock().expect("cache tee lock").take();
+            if let Some((batches, _)) = done {
+                cache
+                    .insert(key, cache::Cached::Batches(store_schema, Arc::new(batches)))
+                    .await;
+            }
+        })
+        .filter_map(|()| async { None });
+        let stream = RecordBatchStreamAdapter::new(schema, stream.chain(store));
+        Ok((Box::pin(stream), CacheStatus::Miss))
     }
 
     /// The catalog of tables.
@@ -131,9 +370,21 @@ impl Engine {
     }
 
     /// Follows new Delta versions of every table.
+    /// Cache entries of older versions are dropped when a table moved, so
+    /// an erased client's rows leave memory with the erasure's commit.
     pub async fn refresh(&self) -> Result<()> {
         let outcome = self.catalog.refresh(&self.base).await;
         self.ready.store(outcome.is_ok(), Ordering::Relaxed);
+        if outcome.as_ref().is_ok_and(|changed| !changed.is_empty()) {
+            let current = self
+                .catalog
+                .snapshots()
+                .iter()
+                .map(|s| (s.def.name.to_owned(), s.version))
+                .collect();
+            let dropped = self.cache.drop_stale(&current).await;
+            tracing::debug!(dropped, "dropped cache entries of older table versions");
+        }
         outcome.map(|_| ())
     }
 
@@ -242,9 +493,27 @@ impl Engine {
             CATALOG_NAME.to_string(),
             Arc::new(catalog),
         );
-        Ok(SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(catalogs))
-            .build())
+        let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(catalogs));
+        if let Some(bytes) = self.query_memory_bytes {
+            // Same object stores and disk manager, a pool of its own.
+            let runtime = RuntimeEnvBuilder::from_runtime_env(self.base.runtime_env())
+                .with_memory_pool(Arc::new(GreedyMemoryPool::new(bytes)))
+                .build_arc()
+                .map_err(Error::from_planning)?;
+            builder = builder.with_runtime_env(runtime);
+        }
+        let mut state = builder.build();
+        // The metric layer from SQL, over this caller's scoped tables.
+        state.register_udtf(
+            metrics::sql::FUNCTION_NAME,
+            Arc::new(metrics::sql::MetricQueryFunction::new(
+                scope.clone(),
+                Arc::clone(&self.metrics_config),
+                self.clock,
+            )),
+        );
+        Ok(state)
     }
 }
 
@@ -257,6 +526,34 @@ impl Query {
     /// The version of every table the query reads (`None`: not created yet).
     pub fn table_versions(&self) -> &BTreeMap<String, Option<u64>> {
         &self.versions
+    }
+
+    /// The types of the statement's positional parameters (`$1`, `$2`, …),
+    /// in order; `None` where the SQL does not decide a parameter's type.
+    /// A query with parameters runs once the caller's values replace them.
+    pub fn parameter_types(&self) -> Result<Vec<Option<arrow::datatypes::DataType>>> {
+        let types = self
+            .frame
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(Error::from_planning)?;
+        let mut positional: Vec<(usize, Option<arrow::datatypes::DataType>)> = types
+            .into_iter()
+            .filter_map(|(id, t)| Some((id.strip_prefix('$')?.parse().ok()?, t)))
+            .filter(|(n, _)| *n >= 1)
+            .collect();
+        positional.sort_by_key(|(n, _)| *n);
+        let count = positional.last().map_or(0, |(n, _)| *n);
+        if count > MAX_PARAMETERS {
+            return Err(Error::InvalidSql(format!(
+                "parameter ${count} is past the limit of {MAX_PARAMETERS} parameters"
+            )));
+        }
+        let mut ordered = vec![None; count];
+        for (n, t) in positional {
+            ordered[n - 1] = t;
+        }
+        Ok(ordered)
     }
 
     /// Runs the query, streaming its batches.
@@ -323,6 +620,19 @@ fn tables_read(
             let name = scan.table_name.table();
             if let Some(s) = snapshots.iter().find(|s| s.def.name == name) {
                 read.insert(name.to_string(), s.version);
+            }
+            // A `metric_query` call reads its tables when scanned.
+            let metric_tables = datafusion::datasource::source_as_provider(&scan.source)
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<metrics::sql::MetricTable>()
+                        .map(metrics::sql::MetricTable::tables)
+                })
+                .unwrap_or_default();
+            for table in metric_tables {
+                if let Some(s) = snapshots.iter().find(|s| s.def.name == table) {
+                    read.insert(table.to_string(), s.version);
+                }
             }
         }
         Ok(TreeNodeRecursion::Continue)

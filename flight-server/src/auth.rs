@@ -20,6 +20,9 @@
 //!
 //! Only the hashes are kept in memory, and they are compared in constant
 //! time, so neither a memory dump nor response timing reveals a token.
+//!
+//! Optionally ([`jwt`]), signed JWTs (HS256 or RS256) are accepted beside
+//! the file's tokens, with the caller's clients in their `clients` claim.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -34,6 +37,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
+
+pub mod jwt;
 
 /// The `clients` entry that grants the whole agency.
 pub const ALL_CLIENTS: &str = "*";

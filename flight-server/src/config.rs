@@ -41,6 +41,85 @@ pub struct Config {
     /// How often to look for new Delta table versions, in seconds.
     #[arg(long, env = "ADLAKE_REFRESH_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub refresh_secs: u64,
+
+    /// Requests per second each caller may make, sustained (no limit when
+    /// unset). Excess requests get RESOURCE_EXHAUSTED with a retry-after
+    /// header.
+    #[arg(long, env = "ADLAKE_RATE_LIMIT", value_parser = positive_f64)]
+    pub rate_limit: Option<f64>,
+
+    /// Requests a caller may make at once above the sustained rate (default:
+    /// twice the rate, at least 1).
+    #[arg(long, env = "ADLAKE_RATE_BURST", requires = "rate_limit", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_burst: Option<u32>,
+
+    /// Queries that may run at once over all callers; more get
+    /// RESOURCE_EXHAUSTED with a retry-after header.
+    #[arg(long, env = "ADLAKE_MAX_CONCURRENT_QUERIES", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_concurrent_queries: u64,
+
+    /// Longest a query may run, in seconds (0: no limit).
+    #[arg(long, env = "ADLAKE_QUERY_TIMEOUT_SECS", default_value_t = 300)]
+    pub query_timeout_secs: u64,
+
+    /// Most bytes one query result may stream (Arrow in-memory size; 0: no
+    /// limit).
+    #[arg(long, env = "ADLAKE_MAX_RESULT_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_result_bytes: u64,
+
+    /// Most bytes of working memory one query may hold (sorts, joins and
+    /// aggregations spill to disk past it, or the query fails with
+    /// ResourceExhausted; 0: no limit).
+    #[arg(long, env = "ADLAKE_QUERY_MEMORY_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub query_memory_bytes: u64,
+
+    /// Also accept HS256 JWTs signed with the secret in this file (at least
+    /// 32 bytes); the `clients` claim lists the caller's clients.
+    #[arg(
+        long,
+        env = "ADLAKE_JWT_HS256_SECRET_FILE",
+        conflicts_with = "jwt_rs256_public_key_file"
+    )]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// Also accept RS256 JWTs verified with the PEM RSA public key in this
+    /// file; the `clients` claim lists the caller's clients.
+    #[arg(long, env = "ADLAKE_JWT_RS256_PUBLIC_KEY_FILE")]
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim of JWTs.
+    #[arg(long, env = "ADLAKE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim of JWTs.
+    #[arg(long, env = "ADLAKE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Serve the Flight/gRPC port over TLS with this PEM certificate chain
+    /// (needs --tls-key).
+    #[arg(long, env = "ADLAKE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ADLAKE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// TOML file of per-client time zones and custom metrics, validated at
+    /// start (see `adlake_engine::metrics::MetricsConfig`).
+    #[arg(long, env = "ADLAKE_METRICS_CONFIG")]
+    pub metrics_config: Option<PathBuf>,
+
+    /// Byte bound of the result cache shared by gRPC metric queries and
+    /// Flight SQL statements.
+    #[arg(long, env = "ADLAKE_CACHE_BYTES", default_value_t = adlake_engine::cache::DEFAULT_CACHE_BYTES)]
+    pub cache_bytes: u64,
+}
+
+fn positive_f64(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
 }
 
 impl Config {
@@ -52,7 +131,46 @@ impl Config {
             http_addr: DEFAULT_HTTP_ADDR.into(),
             auth_file: None,
             refresh_secs: 10,
+            rate_limit: None,
+            rate_burst: None,
+            max_concurrent_queries: 64,
+            query_timeout_secs: 300,
+            max_result_bytes: 4 * 1024 * 1024 * 1024,
+            query_memory_bytes: 2 * 1024 * 1024 * 1024,
+            jwt_hs256_secret_file: None,
+            jwt_rs256_public_key_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            tls_cert: None,
+            tls_key: None,
+            metrics_config: None,
+            cache_bytes: adlake_engine::cache::DEFAULT_CACHE_BYTES,
         }
+    }
+
+    /// The request and query limits these flags ask for.
+    pub fn limit_settings(&self) -> crate::limits::LimitSettings {
+        let burst = self.rate_burst.unwrap_or_else(|| {
+            // Twice a second's worth, at least one request.
+            self.rate_limit.map_or(1, |rate| {
+                (rate * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32
+            })
+        });
+        crate::limits::LimitSettings {
+            rate_per_second: self.rate_limit,
+            burst,
+            max_concurrent_queries: usize::try_from(self.max_concurrent_queries)
+                .unwrap_or(usize::MAX),
+            query_timeout: (self.query_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.query_timeout_secs)),
+            max_result_bytes: (self.max_result_bytes > 0).then_some(self.max_result_bytes),
+        }
+    }
+
+    /// The per-query memory limit, `None` for none.
+    pub fn query_memory_limit(&self) -> Option<usize> {
+        (self.query_memory_bytes > 0)
+            .then(|| usize::try_from(self.query_memory_bytes).unwrap_or(usize::MAX))
     }
 
     /// The refresh period.
@@ -92,6 +210,80 @@ mod tests {
         assert_eq!(config.flight_addr, "0.0.0.0:0");
         assert_eq!(config.http_addr, "127.0.0.1:0");
         assert_eq!(config.auth_file, Some(PathBuf::from("auth.toml")));
+    }
+
+    #[test]
+    fn limit_flags() {
+        let defaults = Config::try_parse_from(["adlake"]).expect("no flags");
+        let settings = defaults.limit_settings();
+        assert_eq!(settings.rate_per_second, None);
+        assert_eq!(settings.max_concurrent_queries, 64);
+        assert_eq!(settings.query_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(settings, Config::new(DEFAULT_WAREHOUSE).limit_settings());
+
+        let config = Config::try_parse_from([
+            "adlake",
+            "--rate-limit",
+            "2.5",
+            "--max-concurrent-queries",
+            "3",
+            "--query-timeout-secs",
+            "0",
+            "--max-result-bytes",
+            "1000",
+        ])
+        .expect("flags");
+        let settings = config.limit_settings();
+        assert_eq!(settings.rate_per_second, Some(2.5));
+        assert_eq!(settings.burst, 5);
+        assert_eq!(settings.max_concurrent_queries, 3);
+        assert_eq!(settings.query_timeout, None);
+        assert_eq!(settings.max_result_bytes, Some(1000));
+
+        for bad in [
+            &["adlake", "--rate-limit", "0"][..],
+            &["adlake", "--rate-limit", "-1"],
+            &["adlake", "--rate-limit", "NaN"],
+            &["adlake", "--rate-burst", "5"],
+            &["adlake", "--max-concurrent-queries", "0"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_and_jwt_flags_come_in_valid_combinations() {
+        let config = Config::try_parse_from([
+            "adlake",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--jwt-hs256-secret-file",
+            "s",
+            "--query-memory-bytes",
+            "0",
+        ])
+        .expect("flags");
+        assert_eq!(config.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(config.query_memory_limit(), None);
+        assert_eq!(
+            Config::new(DEFAULT_WAREHOUSE).query_memory_limit(),
+            Some(2 * 1024 * 1024 * 1024)
+        );
+        for bad in [
+            &["adlake", "--tls-cert", "c.pem"][..],
+            &["adlake", "--tls-key", "k.pem"],
+            &[
+                "adlake",
+                "--jwt-hs256-secret-file",
+                "s",
+                "--jwt-rs256-public-key-file",
+                "p",
+            ],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

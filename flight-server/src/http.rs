@@ -1,9 +1,10 @@
-//! HTTP endpoints for orchestrators: liveness and readiness.
+//! HTTP endpoints for orchestrators: liveness, readiness and metrics.
 //!
 //! * `GET /healthz`: 200 `ok` while the process serves HTTP at all.
 //! * `GET /readyz`: 200 `ready` when the engine can answer queries, 503
 //!   `not ready` otherwise, so a load balancer only routes to replicas that
 //!   have loaded the warehouse.
+//! * `GET /metrics`: Prometheus metrics ([`crate::metrics`]).
 
 use std::sync::Arc;
 
@@ -39,11 +40,27 @@ pub fn router(readiness: Arc<dyn Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(readiness)
 }
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+async fn metrics() -> (
+    StatusCode,
+    [(axum::http::header::HeaderName, &'static str); 1],
+    String,
+) {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::scrape().await,
+    )
 }
 
 async fn readyz(State(readiness): State<Arc<dyn Readiness>>) -> (StatusCode, &'static str) {

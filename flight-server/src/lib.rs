@@ -36,7 +36,10 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod flight_sql;
+pub mod grpc;
 pub mod http;
+pub mod limits;
+pub mod metrics;
 pub mod server;
 
 pub use error::{Error, Result};

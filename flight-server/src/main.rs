@@ -58,13 +58,30 @@ fn announce(line: &str) {
     let _ = stdout.flush();
 }
 
-/// Human-readable logs on stderr; `RUST_LOG` overrides the default level.
+/// Logs on stderr: human-readable on a terminal, one JSON object per line
+/// otherwise (containers, CI), with the span fields (request id) on every
+/// line. `RUST_LOG` overrides the default level; `ADLAKE_LOG_FORMAT=json`
+/// or `text` forces a format.
 fn init_logging() {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,buoyant_kernel=warn,delta_kernel=warn")
     });
-    tracing_subscriber::fmt()
+    let json = match std::env::var("ADLAKE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }

@@ -17,13 +17,16 @@ use adlake_engine::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
 
+use crate::auth::jwt::{JwtAuthenticator, TokensThenJwt};
 use crate::auth::{Authenticator, TokenAuthenticator};
 use crate::config::Config;
 use crate::demo::{self, DemoCredentials};
 use crate::error::{Error, Result};
 use crate::flight_sql::AdlakeFlightSqlService;
 use crate::http::{self, Readiness};
+use crate::limits::{LimitSettings, Limits};
 
 /// How long running requests (long result streams) get to finish after a
 /// shutdown signal before the process stops anyway.
@@ -39,6 +42,9 @@ pub struct Server {
     http_addr: SocketAddr,
     demo: Option<DemoCredentials>,
     refresh_interval: Duration,
+    limits: LimitSettings,
+    /// The Flight port's TLS settings, when it serves TLS.
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Server {
@@ -50,14 +56,14 @@ impl Server {
                 // The file first: it is cheap to check, and a typo in it
                 // should not wait for the warehouse to load.
                 let authenticator = TokenAuthenticator::from_file(path)?;
-                let engine = open_engine(&config.warehouse).await?;
+                let engine = open_engine(config).await?;
                 check_clients(&engine, &authenticator, path).await?;
                 (engine, authenticator, None)
             }
             None => {
                 let dir = demo::local_dir(&config.warehouse)?;
                 demo::seed_if_empty(&config.warehouse, &dir).await?;
-                let engine = open_engine(&config.warehouse).await?;
+                let engine = open_engine(config).await?;
                 let clients = engine.clients().await.map_err(Error::engine)?;
                 let path = demo::tokens_path(&dir);
                 let (authenticator, credentials) = demo::ensure_tokens(&path, &clients)?;
@@ -70,18 +76,41 @@ impl Server {
             .map(|p| p.name.as_str())
             .collect();
         tracing::info!(principals = names.len(), names = ?names, "callers loaded");
+        let jwt = JwtAuthenticator::from_files(
+            config.jwt_hs256_secret_file.as_deref(),
+            config.jwt_rs256_public_key_file.as_deref(),
+            config.jwt_issuer.as_deref(),
+            config.jwt_audience.as_deref(),
+        )?;
+        let authenticator: Arc<dyn Authenticator> = match jwt {
+            Some(jwt) => {
+                tracing::info!(?jwt, "JWT bearer tokens accepted");
+                Arc::new(TokensThenJwt {
+                    tokens: authenticator,
+                    jwt,
+                })
+            }
+            None => Arc::new(authenticator),
+        };
+        let engine = match config.query_memory_limit() {
+            Some(bytes) => engine.with_query_memory_limit(bytes),
+            None => engine,
+        };
+        let tls = tls_config(config)?;
 
         let (flight, flight_addr) = bind("flight", &config.flight_addr).await?;
         let (http, http_addr) = bind("http", &config.http_addr).await?;
         Ok(Self {
             engine: Arc::new(engine),
-            authenticator: Arc::new(authenticator),
+            authenticator,
             flight,
             flight_addr,
             http,
             http_addr,
             demo,
             refresh_interval: config.refresh_interval(),
+            limits: config.limit_settings(),
+            tls,
         })
     }
 
@@ -113,6 +142,7 @@ impl Server {
     /// running requests finish for up to [`SHUTDOWN_GRACE`].
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let refresh = self.engine.spawn_refresh(self.refresh_interval);
+        crate::metrics::register_engine(&self.engine);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.
@@ -120,12 +150,37 @@ impl Server {
         };
 
         let flight_service =
-            AdlakeFlightSqlService::new(Arc::clone(&self.engine), self.authenticator).into_server();
+            AdlakeFlightSqlService::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator))
+                .with_limits(Limits::new(self.limits))
+                .into_server();
+        // adlake.v1 services, reflection and health share the Flight port.
+        let grpc =
+            crate::grpc::AdlakeGrpc::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator));
+        let (metrics_service, catalog_service) = (grpc.metrics_server(), grpc.catalog_server());
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(adlake_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|err| Error::Serve {
+                what: "flight",
+                message: format!("gRPC reflection: {err}"),
+            })?;
+        let (_health_reporter, health_service) = tonic_health::server::health_reporter();
         let incoming = TcpIncoming::from(self.flight).with_nodelay(Some(true));
         let flight_stop = stopped(stop_rx.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls).map_err(|err| Error::Serve {
+                what: "flight",
+                message: format!("TLS: {}", crate::error::ErrorChain(&err)),
+            })?;
+        }
         let mut flight = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_service(flight_service)
+                .add_service(metrics_service)
+                .add_service(catalog_service)
+                .add_service(reflection)
+                .add_service(health_service)
                 .serve_with_incoming_shutdown(incoming, flight_stop)
                 .await
                 .map_err(|err| Error::Serve {
@@ -198,9 +253,58 @@ impl Server {
     }
 }
 
-async fn open_engine(warehouse: &str) -> Result<Engine> {
+/// The TLS settings the flags ask for, checked now (readable files, a
+/// certificate and key rustls accepts) so a bad file stops startup with
+/// exit code 2 instead of failing the first connection.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    // Both of rustls' crypto back ends end up in the dependency graph (the
+    // object-store clients bring aws-lc), so rustls cannot pick one by
+    // itself: choose ring, the one tonic's TLS is built with. Another part
+    // of the process may have chosen already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|err| {
+            Error::Config(format!(
+                "TLS file {}: cannot read it: {err}",
+                path.display()
+            ))
+        })
+    };
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|err| {
+            Error::Config(format!(
+                "TLS certificate {} with key {}: {}",
+                cert.display(),
+                key.display(),
+                crate::error::ErrorChain(&err)
+            ))
+        })?;
+    tracing::info!(cert = %cert.display(), "the Flight port serves TLS");
+    Ok(Some(tls))
+}
+
+async fn open_engine(config: &Config) -> Result<Engine> {
+    let warehouse = config.warehouse.as_str();
+    let metrics_config = match &config.metrics_config {
+        Some(path) => {
+            adlake_engine::metrics::MetricsConfig::from_file(path).map_err(Error::engine)?
+        }
+        None => adlake_engine::metrics::MetricsConfig::default(),
+    };
+    let options = adlake_engine::EngineOptions {
+        cache_bytes: config.cache_bytes,
+        metrics_config,
+        ..Default::default()
+    };
     tracing::info!(warehouse, "opening the warehouse");
-    let engine = Engine::open(warehouse).await.map_err(Error::engine)?;
+    let engine = Engine::open_with(warehouse, options)
+        .await
+        .map_err(Error::engine)?;
     let tables: Vec<String> = engine.tables().into_iter().map(|t| t.name).collect();
     tracing::info!(tables = ?tables, "warehouse open");
     Ok(engine)

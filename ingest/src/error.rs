@@ -9,7 +9,7 @@ use deltalake::DeltaTableError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The warehouse location names a storage scheme this build cannot write.
-    #[error("unsupported warehouse scheme '{scheme}' (supported: file)")]
+    #[error("unsupported warehouse scheme '{scheme}' (supported: file, s3, gs, az)")]
     UnsupportedScheme {
         /// The URL scheme that was given, e.g. `s3`.
         scheme: String,
@@ -82,6 +82,11 @@ pub enum Error {
     /// A date does not fit the 32-bit day count of Arrow's `Date32`.
     #[error("date {0} is out of range")]
     DateOutOfRange(NaiveDate),
+
+    /// An erasure named a client that has no row in any table; nothing was
+    /// changed.
+    #[error("unknown client '{0}': no table holds a row of it; nothing was changed")]
+    UnknownClient(String),
 
     /// The Delta Lake library failed.
     #[error("Delta table '{table}': {source}")]

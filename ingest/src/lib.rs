@@ -51,10 +51,19 @@
 //! # }
 //! ```
 
+pub mod admin;
+pub mod config;
+pub mod connectors;
 pub mod demo;
+pub mod erase;
 pub mod error;
+pub mod freshness;
+pub mod http;
+pub mod jobs;
 pub mod pii;
 pub mod synthetic;
+pub mod upkeep;
+pub mod validate;
 pub mod warehouse;
 pub mod writer;
 

@@ -32,6 +32,25 @@ enum Command {
     /// Generate a synthetic agency (clients, ad platforms, GA4, Shopify, FX)
     /// and write it to the warehouse.
     Demo(DemoArgs),
+    /// Table upkeep: compact small files per partition (optionally
+    /// Z-ordered by campaign), checkpoint, vacuum old files.
+    Maintain(adlake_ingest::admin::MaintainArgs),
+    /// Erase every row of one client from every table (GDPR), vacuum its
+    /// files away, and write an audit entry.
+    Erase(adlake_ingest::admin::EraseArgs),
+    /// Freshness SLA report: when yesterday's slice landed per client and
+    /// source, versus 08:00 client-local.
+    Freshness(adlake_ingest::admin::FreshnessArgs),
+    /// Run every configured (client, source) job once: yesterday in the
+    /// client's time zone plus the source's lookback window.
+    Run(adlake_ingest::jobs::cli::RunArgs),
+    /// Re-pull one client's source over a date range, in chunks the
+    /// platform accepts.
+    Backfill(adlake_ingest::jobs::cli::BackfillArgs),
+    /// Ingest saved API payloads through the same parsers.
+    File(adlake_ingest::jobs::cli::FileArgs),
+    /// Run the daily schedule so yesterday lands before 08:00 client-local.
+    Worker(adlake_ingest::jobs::cli::WorkerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,13 +151,24 @@ fn main() -> ExitCode {
         }
     };
 
-    tracing_subscriber::fmt()
+    // Human-readable on a terminal, JSON lines otherwise (containers, CI);
+    // ADLAKE_LOG_FORMAT=json|text forces one.
+    let json = match std::env::var("ADLAKE_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        _ => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("warn,adlake_ingest=info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,6 +182,27 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo(args) => runtime.block_on(demo(args)),
+        Command::Maintain(args) => report(runtime.block_on(adlake_ingest::admin::maintain(args))),
+        Command::Erase(args) => report(runtime.block_on(adlake_ingest::admin::erase(args))),
+        Command::Freshness(args) => report(runtime.block_on(adlake_ingest::admin::freshness(args))),
+        Command::Run(args) => report(runtime.block_on(adlake_ingest::jobs::cli::run(args))),
+        Command::Backfill(args) => {
+            report(runtime.block_on(adlake_ingest::jobs::cli::backfill(args)))
+        }
+        Command::File(args) => report(runtime.block_on(adlake_ingest::jobs::cli::file(args))),
+        Command::Worker(args) => report(runtime.block_on(adlake_ingest::jobs::cli::worker(args))),
+    }
+}
+
+/// Ends an upkeep command: its output is already printed; an error is one
+/// line on stderr and exit code 1.
+fn report(result: adlake_ingest::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            print_error(&err.to_string());
+            ExitCode::FAILURE
+        }
     }
 }
 

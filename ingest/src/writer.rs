@@ -189,6 +189,7 @@ pub async fn append_run(warehouse: &Warehouse, record: &RunRecord) -> Result<u64
         )
         .await
         .map_err(|e| Error::delta(INGEST_RUNS.name, e))?;
+    warehouse.remember(&INGEST_RUNS, &table);
     Ok(table.version().unwrap_or_default())
 }
 
@@ -345,9 +346,12 @@ impl WriteSliceBuilder {
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let rows_read = Arc::new(AtomicU64::new(0));
 
-        let written = self
-            .write_data(&slice, &run_id, input, Arc::clone(&rows_read))
-            .await;
+        // Every log line of the write (ours and delta-rs') carries the run id.
+        let written = tracing::Instrument::instrument(
+            self.write_data(&slice, &run_id, input, Arc::clone(&rows_read)),
+            tracing::info_span!("run", run_id = %run_id),
+        )
+        .await;
         let finished_at = Utc::now();
         let rows_read = rows_read.load(Ordering::Relaxed);
 
@@ -520,7 +524,10 @@ impl WriteSliceBuilder {
         match (result, stashed) {
             (_, Some(err)) => Err(err),
             (Err(err), None) => Err(Error::delta(def.name, err)),
-            (Ok(table), None) => Ok(table.version().unwrap_or_default()),
+            (Ok(table), None) => {
+                self.warehouse.remember(def, &table);
+                Ok(table.version().unwrap_or_default())
+            }
         }
     }
 }

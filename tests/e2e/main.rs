@@ -9,6 +9,9 @@
 //! test in its own process; related checks share one test to pay for that
 //! once.
 
+mod flight_sql;
+mod metrics;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

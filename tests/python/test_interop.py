@@ -423,6 +423,103 @@ def test_tenancy_holds_through_query_shapes(client_a, oracle: Oracle, warehouse:
     assert n == allowed, f"{sql.format(a=a, b=b)} as {a}: {n} rows"
 
 
+def test_prepared_statement_with_parameter(agency, client_a, oracle: Oracle, warehouse: Warehouse):
+    a, b = warehouse.clients[0], warehouse.clients[1]
+    sql = "SELECT COUNT(*) AS n FROM ad_performance WHERE client_id = $1"
+    assert query(agency, sql, (b,)).to_pylist() == [{"n": oracle.rows_of("ad_performance", b)}]
+    assert query(client_a, sql, (a,)).to_pylist() == [{"n": oracle.rows_of("ad_performance", a)}]
+    assert query(client_a, sql, (b,)).to_pylist() == [{"n": 0}]
+
+
+def test_grpc_health_service_reports_serving(server: Server):
+    with grpc.insecure_channel(server.flight_addr) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        response = check(b"", timeout=CALL_TIMEOUT_S)  # HealthCheckRequest { service: "" }
+    assert (1, 0, 1) in pb_fields(response), f"HealthCheckResponse {response!r}: want status SERVING (1)"
+
+
+def test_jdbc_style_question_mark_parameters(agency, oracle: Oracle, warehouse: Warehouse):
+    b = warehouse.clients[1]
+    delta = oracle.table("ad_performance")
+    day = pc.max(delta["date"]).as_py()
+    want = delta.filter(pc.and_(pc.equal(delta["client_id"], b), pc.equal(delta["date"], pa.scalar(day))))
+    sql = "SELECT COUNT(*) AS n, SUM(spend) AS spend FROM ad_performance WHERE client_id = ? AND date = ?"
+    got = query(agency, sql, (b, day)).to_pylist()
+    assert got == [{"n": want.num_rows, "spend": pc.sum(want["spend"]).as_py()}]
+
+
+@pytest.mark.parametrize(
+    ("value", "sql_type"),
+    [
+        ("it's", "VARCHAR"),
+        ("back\\slash\\", "VARCHAR"),
+        ("'; DROP TABLE ad_performance; --", "VARCHAR"),
+        ("$1 ? ünïcödé\nline", "VARCHAR"),
+        ("", "VARCHAR"),
+        (-7, "BIGINT"),
+        (2**62, "BIGINT"),
+        (1.5, "DOUBLE"),
+        (True, "BOOLEAN"),
+    ],
+    ids=["quote", "backslash", "injection", "marks", "empty", "negative", "big", "float", "bool"],
+)
+def test_parameters_come_back_unchanged(agency, value, sql_type: str):
+    """A bound value is data, whatever characters it holds."""
+    got = query(agency, f"SELECT CAST($1 AS {sql_type}) AS v", (value,))
+    assert got.to_pylist() == [{"v": value}]
+
+
+def test_decimal_date_and_timestamp_parameters(agency, oracle: Oracle, warehouse: Warehouse):
+    import datetime
+
+    b = warehouse.clients[1]
+    delta = oracle.table("ad_performance")
+    rows = delta.filter(pc.equal(delta["client_id"], b))
+    cut = (pc.max(rows["spend"]).as_py() / 2).quantize(decimal.Decimal("0.000001"))
+    day = pc.min(rows["date"]).as_py()
+    want = rows.filter(pc.and_(pc.greater(rows["spend"], pa.scalar(cut, MONEY)), pc.greater_equal(rows["date"], pa.scalar(day))))
+    params = pa.table({"c": [b], "s": pa.array([cut], MONEY), "d": pa.array([day], pa.date32())})
+    got = query(
+        agency,
+        "SELECT COUNT(*) AS n FROM ad_performance WHERE client_id = $1 AND spend > $2 AND date >= $3",
+        params,
+    )
+    assert got.to_pylist() == [{"n": want.num_rows}]
+
+    # A timestamp with time zone, compared at full microsecond precision.
+    latest = pc.max(delta["_ingested_at"])
+    want = pc.sum(pc.equal(delta["_ingested_at"], latest)).as_py()
+    ts = pa.table({"t": pa.array([latest.as_py()], UTC_MICROS)})
+    got = query(agency, "SELECT COUNT(*) AS n FROM ad_performance WHERE _ingested_at >= $1", ts)
+    assert got.to_pylist() == [{"n": want}]
+    later = latest.as_py() + datetime.timedelta(microseconds=1)
+    ts = pa.table({"t": pa.array([later], UTC_MICROS)})
+    got = query(agency, "SELECT COUNT(*) AS n FROM ad_performance WHERE _ingested_at >= $1", ts)
+    assert got.to_pylist() == [{"n": 0}]
+
+
+def test_executing_without_binding_parameters_is_invalid_argument(agency):
+    with pytest.raises(adbc_dbapi.Error) as err:
+        query(agency, "SELECT COUNT(*) FROM ad_performance WHERE client_id = $1")
+    assert "parameter" in str(err.value), err.value
+
+
+def test_a_million_row_result_streams_whole(agency):
+    n = 1_000_000
+    with agency.cursor() as cur:
+        cur.execute(f"SELECT value FROM generate_series(1, {n})")
+        reader = cur.fetch_record_batch()
+        rows, total, batches = 0, 0, 0
+        for batch in reader:
+            rows += batch.num_rows
+            total += pc.sum(batch.column(0)).as_py() or 0
+            batches += 1
+    assert rows == n
+    assert total == n * (n + 1) // 2
+    # Streamed in pieces, not one message.
+    assert batches > 1
+
+
 def test_client_principal_cannot_read_other_client_files(client_a, warehouse: Warehouse):
     other = warehouse.path("ad_performance") / f"client_id={warehouse.clients[1]}"
     with pytest.raises(adbc_dbapi.Error):
@@ -652,3 +749,10 @@ def test_http_health(server: Server, path: str):
     status, body = server.http_get(path)
     assert status == 200, body
 
+
+
+def test_http_metrics_are_prometheus_text(server: Server, agency):
+    query(agency, "SELECT 1 AS one")
+    status, body = server.http_get("/metrics")
+    assert status == 200, body[:500]
+    assert "# TYPE" in body, body[:500]

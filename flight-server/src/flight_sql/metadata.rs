@@ -3,13 +3,19 @@
 //! `GetSqlInfo` answers JDBC and ADBC read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_flight::sql::metadata::{
+    SqlInfoData, SqlInfoDataBuilder, XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
+};
 use arrow_flight::sql::{
-    SqlInfo, SqlNullOrdering, SqlOuterJoinsSupportLevel, SqlSupportedCaseSensitivity,
-    SqlSupportedGroupBy, SqlSupportedResultSetConcurrency, SqlSupportedResultSetType,
-    SqlSupportedSubqueries, SqlSupportedTransaction, SqlSupportedUnions, SqlSupportsConvert,
-    SqlTransactionIsolationLevel, SupportedSqlGrammar,
+    Nullable, Searchable, SqlInfo, SqlNullOrdering, SqlOuterJoinsSupportLevel,
+    SqlSupportedCaseSensitivity, SqlSupportedGroupBy, SqlSupportedResultSetConcurrency,
+    SqlSupportedResultSetType, SqlSupportedSubqueries, SqlSupportedTransaction, SqlSupportedUnions,
+    SqlSupportsConvert, SqlTransactionIsolationLevel, SupportedSqlGrammar, XdbcDataType,
+    XdbcDatetimeSubcode,
 };
 
 /// The table type every warehouse table reports.
@@ -219,9 +225,12 @@ pub(crate) fn sql_info_data() -> SqlInfoData {
         b.append(limit, 0_i64);
     }
     b.append(SqlInfo::SqlMaxRowSizeIncludesBlobs, false);
+    // The spec says int32, but the JDBC driver reads this one key as a
+    // Long (`getDefaultTransactionIsolation`) and fails on an Integer; int64
+    // is what every driver in use accepts.
     b.append(
         SqlInfo::SqlDefaultTransactionIsolation,
-        SqlTransactionIsolationLevel::SqlTransactionNone as i32,
+        SqlTransactionIsolationLevel::SqlTransactionNone as i64,
     );
     b.append(SqlInfo::SqlTransactionsSupported, false);
     b.append(SqlInfo::SqlSupportedTransactionsIsolationLevels, 0_i32);
@@ -257,6 +266,132 @@ pub(crate) fn sql_info_data() -> SqlInfoData {
     // Every value above has the type its key requires, so this cannot fail;
     // the unit test `sql_info_builds` proves it on every build.
     b.build().expect("static SqlInfo data is well-typed")
+}
+
+/// The schema of `GetPrimaryKeys` answers (Flight SQL spec).
+pub(crate) fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// The schema of `GetImportedKeys`, `GetExportedKeys` and
+/// `GetCrossReference` answers (Flight SQL spec).
+pub(crate) fn foreign_keys_schema() -> SchemaRef {
+    let text = |name: &str, nullable: bool| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}
+
+/// An answer with no rows: the warehouse's tables declare no keys.
+pub(crate) fn empty_answer(schema: SchemaRef) -> RecordBatch {
+    RecordBatch::new_empty(schema)
+}
+
+/// `GetXdbcTypeInfo`: the SQL types the engine's tables and expressions
+/// produce, as ODBC's `SQLGetTypeInfo` describes them.
+pub(crate) fn xdbc_type_info_data() -> XdbcTypeInfoData {
+    fn info(
+        type_name: &str,
+        data_type: XdbcDataType,
+        column_size: Option<i32>,
+        literal: Option<&str>,
+    ) -> XdbcTypeInfo {
+        let numeric = matches!(
+            data_type,
+            XdbcDataType::XdbcTinyint
+                | XdbcDataType::XdbcSmallint
+                | XdbcDataType::XdbcInteger
+                | XdbcDataType::XdbcBigint
+                | XdbcDataType::XdbcFloat
+                | XdbcDataType::XdbcReal
+                | XdbcDataType::XdbcDouble
+                | XdbcDataType::XdbcDecimal
+        );
+        let text = matches!(data_type, XdbcDataType::XdbcVarchar);
+        XdbcTypeInfo {
+            type_name: type_name.to_string(),
+            data_type,
+            column_size,
+            literal_prefix: literal.map(str::to_string),
+            literal_suffix: literal.map(|_| "'".to_string()),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive: text,
+            searchable: Searchable::Full,
+            unsigned_attribute: numeric.then_some(false),
+            fixed_prec_scale: matches!(data_type, XdbcDataType::XdbcDecimal),
+            auto_increment: numeric.then_some(false),
+            local_type_name: Some(type_name.to_string()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: numeric.then_some(10),
+            interval_precision: None,
+        }
+    }
+    let mut b = XdbcTypeInfoDataBuilder::new();
+    b.append(info("BOOLEAN", XdbcDataType::XdbcBit, Some(1), None));
+    b.append(info("TINYINT", XdbcDataType::XdbcTinyint, Some(3), None));
+    b.append(info("SMALLINT", XdbcDataType::XdbcSmallint, Some(5), None));
+    b.append(info("INTEGER", XdbcDataType::XdbcInteger, Some(10), None));
+    b.append(info("BIGINT", XdbcDataType::XdbcBigint, Some(19), None));
+    b.append(info("REAL", XdbcDataType::XdbcReal, Some(7), None));
+    b.append(info("DOUBLE", XdbcDataType::XdbcDouble, Some(15), None));
+    b.append(XdbcTypeInfo {
+        create_params: Some(vec!["precision".into(), "scale".into()]),
+        minimum_scale: Some(0),
+        maximum_scale: Some(38),
+        ..info("DECIMAL", XdbcDataType::XdbcDecimal, Some(38), None)
+    });
+    b.append(info("VARCHAR", XdbcDataType::XdbcVarchar, None, Some("'")));
+    b.append(info(
+        "VARBINARY",
+        XdbcDataType::XdbcVarbinary,
+        None,
+        Some("X'"),
+    ));
+    b.append(XdbcTypeInfo {
+        sql_data_type: XdbcDataType::XdbcDatetime,
+        // ODBC's SQL_CODE_DATE is 1, which the spec's enum spells `YEAR`
+        // (its `DATE` alias is dropped by the code generator).
+        datetime_subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeYear),
+        ..info("DATE", XdbcDataType::XdbcDate, Some(10), Some("DATE '"))
+    });
+    b.append(XdbcTypeInfo {
+        sql_data_type: XdbcDataType::XdbcDatetime,
+        datetime_subcode: Some(XdbcDatetimeSubcode::XdbcSubcodeTimestamp),
+        minimum_scale: Some(0),
+        maximum_scale: Some(9),
+        ..info(
+            "TIMESTAMP",
+            XdbcDataType::XdbcTimestamp,
+            Some(29),
+            Some("TIMESTAMP '"),
+        )
+    });
+    // Every entry above is well-formed, so this cannot fail; the unit test
+    // `xdbc_type_info_builds` proves it on every build.
+    b.build().expect("static XDBC type info is well-formed")
 }
 
 /// `SupportedAnsi92SqlGrammarLevel` values (arrow-flight does not re-export
@@ -387,7 +522,7 @@ const DATETIME_FUNCTIONS: &[&str] = &[
 ];
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{Array, AsArray, UnionArray};
     use arrow::datatypes::UInt32Type;
@@ -478,6 +613,199 @@ mod tests {
         seen.sort_unstable();
         seen.dedup();
         assert_eq!(seen.len(), keys.len());
+    }
+
+    /// A value kind of the `GetSqlInfo` dense union, by type id.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Kind {
+        String = 0,
+        Bool = 1,
+        BigInt = 2,
+        Int32 = 3,
+        StringList = 4,
+        Int32ListMap = 5,
+    }
+
+    /// Every key the Flight SQL JDBC driver's `DatabaseMetaData` reads, with
+    /// the Java class it casts the value to (String, Boolean, Long, Integer,
+    /// List, Map), which fixes the union member: a key that is missing or
+    /// has another member fails that JDBC call. The types follow the spec,
+    /// except `SqlDefaultTransactionIsolation`, which the driver reads as a
+    /// Long. The remaining keys of the spec (server identity and features)
+    /// are what ADBC's `adbc_get_info` reads.
+    pub(crate) const JDBC_KEYS: &[(SqlInfo, Kind)] = &[
+        (SqlInfo::FlightSqlServerName, Kind::String),
+        (SqlInfo::FlightSqlServerVersion, Kind::String),
+        (SqlInfo::FlightSqlServerArrowVersion, Kind::String),
+        (SqlInfo::FlightSqlServerReadOnly, Kind::Bool),
+        (SqlInfo::FlightSqlServerSql, Kind::Bool),
+        (SqlInfo::FlightSqlServerSubstrait, Kind::Bool),
+        (SqlInfo::FlightSqlServerTransaction, Kind::Int32),
+        (SqlInfo::FlightSqlServerCancel, Kind::Bool),
+        (SqlInfo::FlightSqlServerBulkIngestion, Kind::Bool),
+        (
+            SqlInfo::FlightSqlServerIngestTransactionsSupported,
+            Kind::Bool,
+        ),
+        (SqlInfo::FlightSqlServerStatementTimeout, Kind::Int32),
+        (SqlInfo::FlightSqlServerTransactionTimeout, Kind::Int32),
+        (SqlInfo::SqlDdlCatalog, Kind::Bool),
+        (SqlInfo::SqlDdlSchema, Kind::Bool),
+        (SqlInfo::SqlDdlTable, Kind::Bool),
+        (SqlInfo::SqlIdentifierCase, Kind::Int32),
+        (SqlInfo::SqlIdentifierQuoteChar, Kind::String),
+        (SqlInfo::SqlQuotedIdentifierCase, Kind::Int32),
+        (SqlInfo::SqlAllTablesAreSelectable, Kind::Bool),
+        (SqlInfo::SqlNullOrdering, Kind::Int32),
+        (SqlInfo::SqlKeywords, Kind::StringList),
+        (SqlInfo::SqlNumericFunctions, Kind::StringList),
+        (SqlInfo::SqlStringFunctions, Kind::StringList),
+        (SqlInfo::SqlSystemFunctions, Kind::StringList),
+        (SqlInfo::SqlDatetimeFunctions, Kind::StringList),
+        (SqlInfo::SqlSearchStringEscape, Kind::String),
+        (SqlInfo::SqlExtraNameCharacters, Kind::String),
+        (SqlInfo::SqlSupportsColumnAliasing, Kind::Bool),
+        (SqlInfo::SqlNullPlusNullIsNull, Kind::Bool),
+        (SqlInfo::SqlSupportsConvert, Kind::Int32ListMap),
+        (SqlInfo::SqlSupportsTableCorrelationNames, Kind::Bool),
+        (
+            SqlInfo::SqlSupportsDifferentTableCorrelationNames,
+            Kind::Bool,
+        ),
+        (SqlInfo::SqlSupportsExpressionsInOrderBy, Kind::Bool),
+        (SqlInfo::SqlSupportsOrderByUnrelated, Kind::Bool),
+        (SqlInfo::SqlSupportedGroupBy, Kind::Int32),
+        (SqlInfo::SqlSupportsLikeEscapeClause, Kind::Bool),
+        (SqlInfo::SqlSupportsNonNullableColumns, Kind::Bool),
+        (SqlInfo::SqlSupportedGrammar, Kind::Int32),
+        (SqlInfo::SqlAnsi92SupportedLevel, Kind::Int32),
+        (SqlInfo::SqlSupportsIntegrityEnhancementFacility, Kind::Bool),
+        (SqlInfo::SqlOuterJoinsSupportLevel, Kind::Int32),
+        (SqlInfo::SqlSchemaTerm, Kind::String),
+        (SqlInfo::SqlProcedureTerm, Kind::String),
+        (SqlInfo::SqlCatalogTerm, Kind::String),
+        (SqlInfo::SqlCatalogAtStart, Kind::Bool),
+        (SqlInfo::SqlSchemasSupportedActions, Kind::Int32),
+        (SqlInfo::SqlCatalogsSupportedActions, Kind::Int32),
+        (SqlInfo::SqlSupportedPositionedCommands, Kind::Int32),
+        (SqlInfo::SqlSelectForUpdateSupported, Kind::Bool),
+        (SqlInfo::SqlStoredProceduresSupported, Kind::Bool),
+        (SqlInfo::SqlSupportedSubqueries, Kind::Int32),
+        (SqlInfo::SqlCorrelatedSubqueriesSupported, Kind::Bool),
+        (SqlInfo::SqlSupportedUnions, Kind::Int32),
+        (SqlInfo::SqlMaxBinaryLiteralLength, Kind::BigInt),
+        (SqlInfo::SqlMaxCharLiteralLength, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnsInGroupBy, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnsInIndex, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnsInOrderBy, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnsInSelect, Kind::BigInt),
+        (SqlInfo::SqlMaxColumnsInTable, Kind::BigInt),
+        (SqlInfo::SqlMaxConnections, Kind::BigInt),
+        (SqlInfo::SqlMaxCursorNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxIndexLength, Kind::BigInt),
+        (SqlInfo::SqlDbSchemaNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxProcedureNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxCatalogNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxRowSize, Kind::BigInt),
+        (SqlInfo::SqlMaxRowSizeIncludesBlobs, Kind::Bool),
+        (SqlInfo::SqlMaxStatementLength, Kind::BigInt),
+        (SqlInfo::SqlMaxStatements, Kind::BigInt),
+        (SqlInfo::SqlMaxTableNameLength, Kind::BigInt),
+        (SqlInfo::SqlMaxTablesInSelect, Kind::BigInt),
+        (SqlInfo::SqlMaxUsernameLength, Kind::BigInt),
+        (SqlInfo::SqlDefaultTransactionIsolation, Kind::BigInt),
+        (SqlInfo::SqlTransactionsSupported, Kind::Bool),
+        (
+            SqlInfo::SqlSupportedTransactionsIsolationLevels,
+            Kind::Int32,
+        ),
+        (
+            SqlInfo::SqlDataDefinitionCausesTransactionCommit,
+            Kind::Bool,
+        ),
+        (SqlInfo::SqlDataDefinitionsInTransactionsIgnored, Kind::Bool),
+        (SqlInfo::SqlSupportedResultSetTypes, Kind::Int32),
+        (
+            SqlInfo::SqlSupportedConcurrenciesForResultSetUnspecified,
+            Kind::Int32,
+        ),
+        (
+            SqlInfo::SqlSupportedConcurrenciesForResultSetForwardOnly,
+            Kind::Int32,
+        ),
+        (
+            SqlInfo::SqlSupportedConcurrenciesForResultSetScrollSensitive,
+            Kind::Int32,
+        ),
+        (
+            SqlInfo::SqlSupportedConcurrenciesForResultSetScrollInsensitive,
+            Kind::Int32,
+        ),
+        (SqlInfo::SqlBatchUpdatesSupported, Kind::Bool),
+        (SqlInfo::SqlSavepointsSupported, Kind::Bool),
+        (SqlInfo::SqlNamedParametersSupported, Kind::Bool),
+        (SqlInfo::SqlLocatorsUpdateCopy, Kind::Bool),
+        (
+            SqlInfo::SqlStoredFunctionsUsingCallSyntaxSupported,
+            Kind::Bool,
+        ),
+    ];
+
+    #[test]
+    fn every_key_jdbc_reads_has_the_type_it_reads() {
+        let data = sql_info_data();
+        let batch = data.record_batch([]).expect("all keys");
+        let names = batch.column(0).as_primitive::<UInt32Type>();
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<UnionArray>()
+            .expect("dense union");
+        let served: HashMap<u32, i8> = (0..batch.num_rows())
+            .map(|row| (names.value(row), values.type_id(row)))
+            .collect();
+        for (key, kind) in JDBC_KEYS {
+            let type_id = served.get(&(*key as u32)).copied();
+            assert_eq!(type_id, Some(*kind as i8), "{key:?} should be {kind:?}");
+        }
+        assert_eq!(JDBC_KEYS.len(), 89);
+    }
+
+    #[test]
+    fn xdbc_type_info_builds() {
+        let data = xdbc_type_info_data();
+        let all = data.record_batch(None).expect("all types");
+        assert_eq!(all.num_rows(), 12);
+        let bigint = data
+            .record_batch(XdbcDataType::XdbcBigint as i32)
+            .expect("filter");
+        assert_eq!(bigint.num_rows(), 1);
+        assert_eq!(
+            bigint
+                .column_by_name("type_name")
+                .expect("type_name")
+                .as_string::<i32>()
+                .value(0),
+            "BIGINT"
+        );
+    }
+
+    #[test]
+    fn key_answers_are_empty_in_the_spec_shape() {
+        let primary = empty_answer(primary_keys_schema());
+        assert_eq!(primary.num_rows(), 0);
+        assert_eq!(primary.num_columns(), 6);
+        let foreign = empty_answer(foreign_keys_schema());
+        assert_eq!(foreign.num_columns(), 13);
+        assert_eq!(
+            foreign
+                .schema()
+                .field_with_name("update_rule")
+                .map(|f| f.data_type().clone())
+                .ok(),
+            Some(DataType::UInt8)
+        );
     }
 
     #[test]

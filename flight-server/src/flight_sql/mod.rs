@@ -23,20 +23,23 @@
 
 mod handle;
 mod metadata;
+mod params;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use adlake_engine::transport::transport_type;
 use adlake_engine::{CATALOG_NAME, Engine, Query, SCHEMA_NAME};
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::sql::metadata::{
-    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData,
+    GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, XdbcTypeInfoData,
 };
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -56,13 +59,16 @@ use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
-use futures::{Stream, TryStreamExt, stream};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
 use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
+use crate::limits::{self, Limits};
+use params::Placeholders;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Largest gRPC message the server accepts (tonic's default is 4 MiB):
 /// prepared-statement parameters and long SQL travel in requests.
@@ -79,6 +85,8 @@ pub struct AdlakeFlightSqlService {
     engine: Arc<Engine>,
     authenticator: Arc<dyn Authenticator>,
     sql_info: SqlInfoData,
+    xdbc_types: XdbcTypeInfoData,
+    limits: Arc<Limits>,
 }
 
 impl AdlakeFlightSqlService {
@@ -89,7 +97,17 @@ impl AdlakeFlightSqlService {
             engine,
             authenticator,
             sql_info: metadata::sql_info_data(),
+            xdbc_types: metadata::xdbc_type_info_data(),
+            limits: Arc::new(Limits::unlimited()),
         }
+    }
+
+    /// The same service enforcing `limits` (rate per caller, concurrent
+    /// queries, query time, result size).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// The gRPC service, with the decoding limit raised to
@@ -115,6 +133,8 @@ impl AdlakeFlightSqlService {
             .authenticate(token)
             .ok_or_else(|| Status::unauthenticated("invalid token"))?;
         call.principal = Some(principal.name.clone());
+        // Every authenticated call counts against the caller's rate.
+        self.limits.check_rate(&principal.name)?;
         Ok(principal)
     }
 
@@ -151,6 +171,7 @@ impl AdlakeFlightSqlService {
         sql: &str,
     ) -> Result<FlightInfo, Status> {
         let principal = self.authenticate(call, request.metadata())?;
+        refuse_unbound(sql)?;
         let query = self.plan(call, &principal, sql).await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle::encode(sql),
@@ -176,12 +197,22 @@ impl AdlakeFlightSqlService {
         sql: &str,
     ) -> Result<DoGetStream, Status> {
         let principal = self.authenticate(call, metadata)?;
+        refuse_unbound(sql)?;
+        // Held until the stream ends or the caller drops it.
+        let permit = self.limits.start_query()?;
+        let started = tokio::time::Instant::now();
         let query = self.plan(call, &principal, sql).await?;
         // The advertised schema is sent first, so a client gets it even for an
         // empty result, and it is the schema of every batch.
         let schema = query.schema();
-        let batches = query
-            .execute()
+        // The result cache, keyed by scope, SQL and table versions;
+        // `x-adlake-cache: bypass` skips it.
+        let bypass = metadata
+            .get("x-adlake-cache")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bypass"));
+        let (batches, _) = self
+            .engine
+            .execute_cached(&principal.scope, sql, query, bypass)
             .await
             .map_err(|err| engine_status(&err, call.id))?;
         let (id, method, who) = (call.id, call.method, call.principal.clone());
@@ -190,6 +221,15 @@ impl AdlakeFlightSqlService {
             log_failure(id, method, who.as_deref(), &status);
             FlightError::Tonic(Box::new(status))
         });
+        let settings = self.limits.settings();
+        let batches = limited(
+            batches,
+            permit,
+            settings.query_timeout.map(|limit| (started + limit, limit)),
+            settings.max_result_bytes,
+            (call.id, call.method, call.principal.clone()),
+        );
+        crate::metrics::observe_query("sql", "ok", started.elapsed(), 0);
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -213,6 +253,18 @@ impl AdlakeFlightSqlService {
             .map_err(|err| call.internal(&err))?
             .with_endpoint(endpoint)
             .with_descriptor(request.into_inner()))
+    }
+
+    /// Authenticates, then answers with no rows in `schema`.
+    fn empty_answer(
+        &self,
+        call: &mut Call,
+        request: &Request<Ticket>,
+        schema: SchemaRef,
+    ) -> Result<DoGetStream, Status> {
+        self.authenticate(call, request.metadata())?;
+        let batch = metadata::empty_answer(Arc::clone(&schema));
+        Ok(batch_stream(schema, batch, call.id))
     }
 
     fn tables_batch(
@@ -253,6 +305,119 @@ impl AdlakeFlightSqlService {
     }
 }
 
+/// A result stream under the query limits: it ends with `DeadlineExceeded`
+/// once `deadline` passes and with `ResourceExhausted` once more than
+/// `max_bytes` went out, and holds `permit` (the query's concurrency slot)
+/// until it ends.
+fn limited(
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+    permit: OwnedSemaphorePermit,
+    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
+    max_bytes: Option<u64>,
+    (id, method, who): (RequestId, &'static str, Option<String>),
+) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
+    struct State<S> {
+        batches: Pin<Box<S>>,
+        /// `None` once the stream has ended.
+        permit: Option<OwnedSemaphorePermit>,
+        bytes: u64,
+    }
+    let fail = move |status: Status| {
+        log_failure(id, method, who.as_deref(), &status);
+        let mut status = status;
+        id.tag(status.metadata_mut());
+        Err(FlightError::Tonic(Box::new(status)))
+    };
+    let state = State {
+        batches: Box::pin(batches),
+        permit: Some(permit),
+        bytes: 0,
+    };
+    stream::unfold(state, move |mut state| {
+        let fail = fail.clone();
+        async move {
+            state.permit.as_ref()?;
+            let next = match deadline {
+                Some((at, limit)) => {
+                    match tokio::time::timeout_at(at, state.batches.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            state.permit = None;
+                            return Some((fail(limits::timed_out(limit)), state));
+                        }
+                    }
+                }
+                None => state.batches.next().await,
+            };
+            match next {
+                None => None,
+                Some(Ok(batch)) => {
+                    state.bytes = state
+                        .bytes
+                        .saturating_add(batch.get_array_memory_size() as u64);
+                    match max_bytes {
+                        Some(max) if state.bytes > max => {
+                            state.permit = None;
+                            Some((fail(limits::result_too_large(max)), state))
+                        }
+                        _ => Some((Ok(batch), state)),
+                    }
+                }
+                Some(Err(err)) => {
+                    state.permit = None;
+                    Some((Err(err), state))
+                }
+            }
+        }
+    })
+}
+
+/// Refuses SQL that still has placeholders: it cannot run until values are
+/// bound, and the engine would only find out at execution.
+fn refuse_unbound(sql: &str) -> Result<(), Status> {
+    let placeholders = Placeholders::find(sql)?;
+    if placeholders.count > 0 {
+        return Err(Status::invalid_argument(format!(
+            "the SQL has {} parameter(s): prepare it and bind values with DoPut before executing it",
+            placeholders.count
+        )));
+    }
+    Ok(())
+}
+
+/// The SQL a handle's statement runs: its parameters bound in place.
+fn bound_sql(statement: handle::Statement) -> Result<String, Status> {
+    let placeholders = Placeholders::find(&statement.sql)?;
+    if placeholders.count == 0 && statement.parameters.is_empty() {
+        return Ok(statement.sql);
+    }
+    if statement.parameters.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "the statement has {} parameter(s): bind values with DoPut before executing it",
+            placeholders.count
+        )));
+    }
+    placeholders.bind(&statement.parameters)
+}
+
+/// The parameter schema of a prepared statement: one nullable field per
+/// parameter, `$1`, `$2`, …, typed as the SQL decides (`Null` where it
+/// does not), in the plain types every client reads: a parameter compared
+/// with a dictionary-encoded partition column is advertised as its value
+/// type, as the column itself is.
+fn parameter_schema(types: Vec<Option<DataType>>) -> Schema {
+    Schema::new(
+        types
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let data_type = t.map_or(DataType::Null, |t| transport_type(&t));
+                Field::new(format!("${}", i + 1), data_type, true)
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
 /// Whether the catalog filter of a metadata command selects our catalog.
 /// The spec makes it an exact name (`""` means "no catalog"), not a pattern.
 fn catalog_matches(filter: Option<&str>) -> bool {
@@ -274,6 +439,35 @@ fn read_credential(metadata: &MetadataMap) -> Result<Credential, Status> {
         .to_str()
         .map_err(|_| Status::unauthenticated("authorization header is not printable ASCII"))?;
     parse_authorization(value).map_err(|err| Status::unauthenticated(err.to_string()))
+}
+
+/// Reads the parameter rows a client binds with `DoPut`: `None` when it sent
+/// none, else the one row (several rows would mean several executions, which
+/// a query does not do).
+async fn read_parameters(stream: PeekableFlightDataStream) -> Result<Option<RecordBatch>, Status> {
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(|status| FlightError::Tonic(Box::new(status))),
+    );
+    let mut row: Option<RecordBatch> = None;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|err| match err {
+            FlightError::Tonic(status) => *status,
+            other => Status::invalid_argument(format!(
+                "cannot read the bound parameters: {}",
+                crate::error::cap_message(&other.to_string())
+            )),
+        })?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if row.is_some() || batch.num_rows() > 1 {
+            return Err(Status::invalid_argument(
+                "bind exactly one row of parameters per execution",
+            ));
+        }
+        row = Some(batch);
+    }
+    Ok(row)
 }
 
 /// A one-batch `DoGet` answer.
@@ -321,6 +515,7 @@ impl Call {
     /// Logs a failed call and tags its status with the request id.
     fn fail(&self, mut status: Status) -> Status {
         log_failure(self.id, self.method, self.principal.as_deref(), &status);
+        crate::metrics::observe_failure(self.method, status.code());
         self.id.tag(status.metadata_mut());
         status
     }
@@ -382,7 +577,6 @@ const READ_ONLY: &str =
 const NO_SUBSTRAIT: &str = "Substrait plans are not supported: send SQL";
 const NO_TRANSACTIONS: &str =
     "transactions are not supported: adlake is read-only and each statement runs on its own";
-const NO_KEYS: &str = "adlake tables declare no primary or foreign keys";
 
 #[tonic::async_trait]
 impl FlightSqlService for AdlakeFlightSqlService {
@@ -440,9 +634,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let mut call = Call::new("DoGet(Statement)");
-        let result = match handle::decode(&ticket.statement_handle) {
+        let result = match handle::decode(&ticket.statement_handle).and_then(bound_sql) {
             Ok(sql) => {
-                self.statement_stream(&mut call, request.metadata(), sql)
+                self.statement_stream(&mut call, request.metadata(), &sql)
                     .await
             }
             Err(status) => Err(status),
@@ -463,18 +657,34 @@ impl FlightSqlService for AdlakeFlightSqlService {
             if query.transaction_id.is_some() {
                 return Err(Status::invalid_argument(NO_TRANSACTIONS));
             }
-            // Planning now validates the SQL and gives the dataset schema; the
-            // handle then carries only the SQL, to be planned again per use.
-            let plan = self.plan(&call, &principal, &query.query).await?;
+            // Planning now validates the SQL and gives the dataset and
+            // parameter schemas; the handle then carries only the SQL, to be
+            // planned again (with the bound values) per use.
+            let placeholders = Placeholders::find(&query.query)?;
+            let plan = self.plan(&call, &principal, &placeholders.sql).await?;
             let schema = plan.schema();
-            let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            let mut types = plan
+                .parameter_types()
+                .map_err(|err| engine_status(&err, call.id))?;
+            // `$3` alone still takes three values.
+            types.resize(placeholders.count.max(types.len()), None);
+            let options = IpcWriteOptions::default();
+            let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &options)
                 .try_into()
                 .map_err(|err: ArrowError| call.internal(&err))?;
+            let parameter_schema = if types.is_empty() {
+                // No parameters: an empty message, as the spec allows.
+                Default::default()
+            } else {
+                let IpcMessage(bytes) = SchemaAsIpc::new(&parameter_schema(types), &options)
+                    .try_into()
+                    .map_err(|err: ArrowError| call.internal(&err))?;
+                bytes
+            };
             Ok(ActionCreatePreparedStatementResult {
                 prepared_statement_handle: handle::encode(&query.query),
                 dataset_schema,
-                // No parameters until binding arrives (an empty schema).
-                parameter_schema: Default::default(),
+                parameter_schema,
             })
         }
         .await;
@@ -487,8 +697,8 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let mut call = Call::new("GetFlightInfo(PreparedStatement)");
-        let result = match handle::decode(&query.prepared_statement_handle) {
-            Ok(sql) => self.statement_info(&mut call, request, sql).await,
+        let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
+            Ok(sql) => self.statement_info(&mut call, request, &sql).await,
             Err(status) => Err(status),
         };
         call.reply(result)
@@ -500,9 +710,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let mut call = Call::new("DoGet(PreparedStatement)");
-        let result = match handle::decode(&query.prepared_statement_handle) {
+        let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
             Ok(sql) => {
-                self.statement_stream(&mut call, request.metadata(), sql)
+                self.statement_stream(&mut call, request.metadata(), &sql)
                     .await
             }
             Err(status) => Err(status),
@@ -512,16 +722,30 @@ impl FlightSqlService for AdlakeFlightSqlService {
 
     async fn do_put_prepared_statement_query(
         &self,
-        _query: CommandPreparedStatementQuery,
+        query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.refuse(
-            "DoPut(PreparedStatementQuery)",
-            request.metadata(),
-            Status::unimplemented(
-                "binding parameters to prepared statements is not supported yet: write the values into the SQL",
-            ),
-        )
+        // Binding is stateless too: the answer is a new handle carrying the
+        // SQL and the values, which the client uses from then on.
+        let mut call = Call::new("DoPut(PreparedStatementQuery)");
+        let result = async {
+            self.authenticate(&mut call, request.metadata())?;
+            let statement = handle::decode(&query.prepared_statement_handle)?;
+            let placeholders = Placeholders::find(&statement.sql)?;
+            let values = read_parameters(request.into_inner()).await?;
+            let values = match values {
+                Some(batch) => params::literals(&batch)?,
+                None => Vec::new(),
+            };
+            // Checks the count now, so a wrong binding fails here and not at
+            // execution.
+            placeholders.bind(&values)?;
+            Ok(DoPutPreparedStatementResult {
+                prepared_statement_handle: Some(handle::encode_bound(&statement.sql, &values)),
+            })
+        }
+        .await;
+        call.finish(result)
     }
 
     async fn do_action_close_prepared_statement(
@@ -686,6 +910,122 @@ impl FlightSqlService for AdlakeFlightSqlService {
         call.reply(result)
     }
 
+    // Keys: the warehouse's tables declare none, so every answer is empty,
+    // in the schema the spec gives (JDBC renames its columns and fails on
+    // any other shape).
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(PrimaryKeys)");
+        let schema = metadata::primary_keys_schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(PrimaryKeys)");
+        let result = self.empty_answer(&mut call, &request, metadata::primary_keys_schema());
+        call.reply(result)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(ExportedKeys)");
+        let schema = metadata::foreign_keys_schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(ExportedKeys)");
+        let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
+        call.reply(result)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(ImportedKeys)");
+        let schema = metadata::foreign_keys_schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(ImportedKeys)");
+        let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
+        call.reply(result)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(CrossReference)");
+        let schema = metadata::foreign_keys_schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(CrossReference)");
+        let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
+        call.reply(result)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let mut call = Call::new("GetFlightInfo(XdbcTypeInfo)");
+        let schema = self.xdbc_types.schema();
+        let result = self.metadata_info(&mut call, request, query.as_any(), schema);
+        call.reply(result)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut call = Call::new("DoGet(XdbcTypeInfo)");
+        let result = self
+            .authenticate(&mut call, request.metadata())
+            .and_then(|_| {
+                let builder = query.into_builder(&self.xdbc_types);
+                let schema = builder.schema();
+                let batch = builder.build().map_err(|err| call.internal(&err))?;
+                Ok(batch_stream(schema, batch, call.id))
+            });
+        call.reply(result)
+    }
+
     /// The SqlInfo answers are fixed at construction (see
     /// `metadata::sql_info_data`); nothing registers more.
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
@@ -826,66 +1166,6 @@ impl FlightSqlService for AdlakeFlightSqlService {
         )
     }
 
-    async fn get_flight_info_primary_keys(
-        &self,
-        _query: CommandGetPrimaryKeys,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.refuse(
-            "GetFlightInfo(PrimaryKeys)",
-            request.metadata(),
-            Status::unimplemented(NO_KEYS),
-        )
-    }
-
-    async fn get_flight_info_exported_keys(
-        &self,
-        _query: CommandGetExportedKeys,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.refuse(
-            "GetFlightInfo(ExportedKeys)",
-            request.metadata(),
-            Status::unimplemented(NO_KEYS),
-        )
-    }
-
-    async fn get_flight_info_imported_keys(
-        &self,
-        _query: CommandGetImportedKeys,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.refuse(
-            "GetFlightInfo(ImportedKeys)",
-            request.metadata(),
-            Status::unimplemented(NO_KEYS),
-        )
-    }
-
-    async fn get_flight_info_cross_reference(
-        &self,
-        _query: CommandGetCrossReference,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.refuse(
-            "GetFlightInfo(CrossReference)",
-            request.metadata(),
-            Status::unimplemented(NO_KEYS),
-        )
-    }
-
-    async fn get_flight_info_xdbc_type_info(
-        &self,
-        _query: CommandGetXdbcTypeInfo,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.refuse(
-            "GetFlightInfo(XdbcTypeInfo)",
-            request.metadata(),
-            Status::unimplemented("GetXdbcTypeInfo is not supported yet"),
-        )
-    }
-
     async fn get_flight_info_fallback(
         &self,
         command: Command,
@@ -940,5 +1220,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -471,3 +471,311 @@ async fn table_types_and_sql_info() {
     let batches = fetch(&mut client, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 }
+
+#[tokio::test]
+async fn prepared_statements_bind_dollar_and_question_mark_parameters() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(ACME_TOKEN)).await;
+    let values = "(VALUES ('a', 1), ('b', 2), ('it''s', 3)) t(label, n)";
+    for sql in [
+        format!("SELECT label, n FROM {values} WHERE label = $1 AND n >= $2"),
+        format!("SELECT label, n FROM {values} WHERE label = ? AND n >= ?"),
+    ] {
+        let mut prepared = client.prepare(sql.clone(), None).await.expect("prepare");
+        let parameters = prepared
+            .parameter_schema()
+            .expect("parameter schema")
+            .clone();
+        let types: Vec<(String, DataType)> = parameters
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("$1".into(), DataType::Utf8),
+                ("$2".into(), DataType::Int64)
+            ],
+            "{sql}"
+        );
+
+        // The same prepared statement, bound twice with different values.
+        for (label, expected) in [("b", vec!["b"]), ("it's", vec!["it's"]), ("zzz", vec![])] {
+            let batch = RecordBatch::try_new(
+                Arc::new(parameters.clone()),
+                vec![
+                    Arc::new(arrow::array::StringArray::from(vec![label])),
+                    Arc::new(arrow::array::Int64Array::from(vec![1])),
+                ],
+            )
+            .expect("parameters");
+            prepared.set_parameters(batch).expect("bind");
+            let info = prepared.execute().await.expect("execute");
+            let batches = fetch(&mut client, info).await;
+            assert_eq!(strings(&batches, "label"), expected, "{sql} with {label}");
+        }
+        prepared.close().await.expect("close");
+    }
+}
+
+#[tokio::test]
+async fn unbound_or_misbound_parameters_are_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut raw = server.raw_client().await;
+    let bearer = format!("Bearer {AGENCY_TOKEN}");
+    // A statement (not prepared) cannot carry values at all.
+    let status = raw
+        .get_flight_info(with_auth(
+            statement_descriptor("SELECT * FROM ad_performance WHERE client_id = $1"),
+            Some(&bearer),
+        ))
+        .await
+        .expect_err("unbound");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().contains("parameter"),
+        "{}",
+        status.message()
+    );
+
+    // A prepared statement executed before binding.
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let mut prepared = client
+        .prepare(
+            "SELECT client_id FROM ad_performance WHERE client_id = ?".into(),
+            None,
+        )
+        .await
+        .expect("prepare");
+    let err = prepared.execute().await.expect_err("not bound");
+    assert!(err.to_string().contains("bind values"), "{err}");
+
+    // Too many values.
+    let two = RecordBatch::try_from_iter([
+        (
+            "a",
+            Arc::new(arrow::array::StringArray::from(vec!["x"])) as arrow::array::ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(arrow::array::StringArray::from(vec!["y"])) as _,
+        ),
+    ])
+    .expect("batch");
+    prepared.set_parameters(two).expect("set");
+    let err = prepared
+        .execute()
+        .await
+        .expect_err("two values for one parameter");
+    assert!(err.to_string().contains("1 parameter(s), 2 bound"), "{err}");
+}
+
+#[tokio::test]
+async fn sql_info_over_the_wire_has_every_jdbc_key_with_its_type() {
+    use metadata::tests::JDBC_KEYS;
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    // No keys asked: every key the server knows.
+    let info = client.get_sql_info(vec![]).await.expect("sql info");
+    let advertised = info.clone().try_decode_schema().expect("schema");
+    let batches = fetch(&mut client, info).await;
+    assert_eq!(batches[0].schema().as_ref(), &advertised);
+    let mut served = std::collections::HashMap::new();
+    for batch in &batches {
+        let names = batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::UInt32Type>();
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::UnionArray>()
+            .expect("dense union");
+        for row in 0..batch.num_rows() {
+            served.insert(names.value(row), values.type_id(row));
+        }
+    }
+    for (key, kind) in JDBC_KEYS {
+        assert_eq!(
+            served.get(&(*key as u32)).copied(),
+            Some(*kind as i8),
+            "{key:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn key_and_type_info_answers_have_the_spec_shape() {
+    use arrow_flight::sql::{
+        CommandGetCrossReference, CommandGetExportedKeys, CommandGetImportedKeys,
+        CommandGetPrimaryKeys, CommandGetXdbcTypeInfo,
+    };
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let table = || "ad_performance".to_string();
+    let infos = [
+        client
+            .get_primary_keys(CommandGetPrimaryKeys {
+                catalog: None,
+                db_schema: None,
+                table: table(),
+            })
+            .await
+            .expect("primary keys"),
+        client
+            .get_imported_keys(CommandGetImportedKeys {
+                catalog: None,
+                db_schema: None,
+                table: table(),
+            })
+            .await
+            .expect("imported keys"),
+        client
+            .get_exported_keys(CommandGetExportedKeys {
+                catalog: None,
+                db_schema: None,
+                table: table(),
+            })
+            .await
+            .expect("exported keys"),
+        client
+            .get_cross_reference(CommandGetCrossReference {
+                pk_catalog: None,
+                pk_db_schema: None,
+                pk_table: table(),
+                fk_catalog: None,
+                fk_db_schema: None,
+                fk_table: "orders".into(),
+            })
+            .await
+            .expect("cross reference"),
+    ];
+    for (i, info) in infos.into_iter().enumerate() {
+        let advertised = info.clone().try_decode_schema().expect("schema");
+        assert_eq!(advertised.fields().len(), if i == 0 { 6 } else { 13 });
+        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+        let mut stream = client.do_get(ticket).await.expect("do_get");
+        let mut rows = 0;
+        while let Some(batch) = stream.try_next().await.expect("batch") {
+            rows += batch.num_rows();
+        }
+        assert_eq!(rows, 0);
+        assert_eq!(stream.schema().map(|s| s.as_ref()), Some(&advertised));
+    }
+
+    let info = client
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .expect("xdbc");
+    let batches = fetch(&mut client, info).await;
+    let names = strings(&batches, "type_name");
+    for expected in [
+        "BIGINT",
+        "DECIMAL",
+        "VARCHAR",
+        "DATE",
+        "TIMESTAMP",
+        "BOOLEAN",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+}
+
+/// What an old JDBC or ODBC driver cannot read.
+fn has_view_or_dictionary(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Dictionary(..)
+        | DataType::Utf8View
+        | DataType::BinaryView
+        | DataType::ListView(_)
+        | DataType::LargeListView(_) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            has_view_or_dictionary(f.data_type())
+        }
+        DataType::Struct(fields) => fields.iter().any(|f| has_view_or_dictionary(f.data_type())),
+        DataType::Map(f, _) => has_view_or_dictionary(f.data_type()),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .any(|(_, f)| has_view_or_dictionary(f.data_type())),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn no_advertised_schema_has_view_or_dictionary_types() {
+    let server = TestServer::start().await;
+    let mut client = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let mut schemas: Vec<(String, Schema)> = Vec::new();
+    for table in server.engine.tables() {
+        let sql = format!("SELECT * FROM {}", table.name);
+        let info = client.execute(sql.clone(), None).await.expect("execute");
+        schemas.push((sql, info.try_decode_schema().expect("schema")));
+        schemas.push((
+            format!("{} (catalog)", table.name),
+            table.schema.as_ref().clone(),
+        ));
+    }
+    for sql in [
+        "SELECT client_id, platform, count(*) AS n FROM ad_performance GROUP BY 1, 2",
+        "SELECT arrow_cast('x', 'Utf8View') AS v, arrow_cast('x', 'Dictionary(Int32, Utf8)') AS d",
+        "SELECT table_name FROM information_schema.tables",
+    ] {
+        let info = client.execute(sql.into(), None).await.expect(sql);
+        schemas.push((sql.into(), info.try_decode_schema().expect("schema")));
+        let prepared = client.prepare(sql.into(), None).await.expect(sql);
+        schemas.push((
+            format!("{sql} (prepared)"),
+            prepared.dataset_schema().expect("dataset schema").clone(),
+        ));
+    }
+    // Parameters compared with partition columns (dictionary-encoded in the
+    // scan) and with view-typed expressions are advertised in plain types.
+    for sql in [
+        "SELECT count(*) AS n FROM ad_performance WHERE client_id = $1 AND platform = $2",
+        "SELECT count(*) AS n FROM orders WHERE client_id = ? AND date >= ?",
+        "SELECT arrow_cast('x', 'Utf8View') = $1 AS v",
+    ] {
+        let prepared = client.prepare(sql.into(), None).await.expect(sql);
+        let parameters = prepared.parameter_schema().expect("parameter schema");
+        assert!(!parameters.fields().is_empty(), "{sql}");
+        schemas.push((format!("{sql} (parameters)"), parameters.clone()));
+    }
+    let metadata_infos = [
+        client.get_catalogs().await.expect("catalogs"),
+        client
+            .get_db_schemas(CommandGetDbSchemas {
+                catalog: None,
+                db_schema_filter_pattern: None,
+            })
+            .await
+            .expect("schemas"),
+        client
+            .get_tables(CommandGetTables {
+                catalog: None,
+                db_schema_filter_pattern: None,
+                table_name_filter_pattern: None,
+                table_types: vec![],
+                include_schema: true,
+            })
+            .await
+            .expect("tables"),
+        client.get_table_types().await.expect("table types"),
+        client.get_sql_info(vec![]).await.expect("sql info"),
+    ];
+    for info in metadata_infos {
+        schemas.push(("metadata".into(), info.try_decode_schema().expect("schema")));
+    }
+    for (what, schema) in &schemas {
+        for field in schema.fields() {
+            assert!(
+                !has_view_or_dictionary(field.data_type()),
+                "{what}: {} is {}",
+                field.name(),
+                field.data_type()
+            );
+        }
+    }
+}

@@ -1,0 +1,139 @@
+"""The Markdown and JSON reports, and the comparison with the committed baseline.
+
+The baseline (`benches/baseline.json`) holds, per dataset, the p95 of every
+(series, query) a reference run measured; a series is
+`<engine>/<mode>/c<concurrency>`. A p95 more than `REGRESSION_FACTOR` times
+the baseline's is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REGRESSION_FACTOR = 1.20
+
+
+def mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def regressions(report: dict, baseline: dict) -> list[dict]:
+    """(series, query, baseline p95, p95) where p95 grew by more than 20%."""
+    base = baseline.get(report["dataset"]["name"], {}).get("p95_ms", {})
+    flagged = []
+    for series, queries in report["latency"].items():
+        for query, stats in queries.items():
+            was = base.get(series, {}).get(query)
+            if was and stats["p95_ms"] > was * REGRESSION_FACTOR:
+                flagged.append(
+                    {"series": series, "query": query, "baseline_p95_ms": was, "p95_ms": stats["p95_ms"],
+                     "ratio": round(stats["p95_ms"] / was, 3)}
+                )  # fmt: skip
+    return flagged
+
+
+def updated_baseline(report: dict, baseline: dict) -> dict:
+    out = dict(baseline)
+    out[report["dataset"]["name"]] = {
+        "measured_at": report["started_at"],
+        "bin_dir": report["bin_dir"],
+        "p95_ms": {
+            series: {q: s["p95_ms"] for q, s in queries.items()} for series, queries in report["latency"].items()
+        },
+    }
+    return out
+
+
+def markdown(report: dict) -> str:
+    ds = report["dataset"]
+    lines = [
+        f"# adlake benchmark: `{ds['name']}` dataset",
+        "",
+        f"Started {report['started_at']} on {report['machine']['cpus']} CPUs; binaries from "
+        f"`{report['bin_dir']}`; {ds['args']}.",
+        f"Command: `{report['command']}`",
+        "",
+    ]
+    if gen := report.get("generate"):
+        lines += [
+            "## Dataset generation (`adlake-ingest demo`)",
+            "",
+            "| rows written (all tables) | slices (Delta commits) | seconds | rows/s end to end | generator rows/s | peak RSS |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {sum(gen['rows_by_table'].values()):,} | {gen['slices']} | {gen['seconds']:.1f} | "
+            f"{gen['rows_per_sec']:,} | {gen['generator_rows_per_sec'] or 0:,} | {mib(gen['peak_rss_bytes'])} |",
+            "",
+        ]
+    if ing := report.get("ingest_vs_write_deltalake"):
+        w = ing["write_deltalake"]
+        lines += [
+            "## Ingest throughput against `deltalake.write_deltalake`",
+            "",
+            "| writer | rows | seconds | rows/s | peak RSS |",
+            "|---|---:|---:|---:|---:|",
+            f"| adlake-ingest demo (generate + validate + write, one commit per slice) | "
+            f"{ing['adlake_rows']:,} | {ing['adlake_seconds']:.1f} | {ing['adlake_rows_per_sec']:,} | "
+            f"{mib(ing['adlake_peak_rss_bytes'])} |",
+            f"| write_deltalake (same Arrow data in memory, one commit per table) | "
+            f"{sum(w['rows_by_table'].values()):,} | {w['seconds']:.1f} | {w['rows_per_sec']:,} | "
+            f"{mib(w['peak_rss_bytes'])} (input alone {mib(w['rss_after_read_bytes'])}) |",
+            "",
+            f"Ratio adlake rows/s ÷ write_deltalake rows/s: **{ing['ratio']:.2f}**.",
+            "",
+        ]
+    if report.get("checks"):
+        lines += ["## Answers checked against DuckDB", ""]
+        for q, problems in report["checks"].items():
+            lines.append(f"- `{q}`: " + ("equal" if not problems else "DIFFERENT: " + "; ".join(problems)))
+        lines.append("")
+    if report["latency"]:
+        lines += [
+            f"## Latency per query (ms), {report['runs']} runs per adlake cell, "
+            f"{report.get('duckdb_runs', report['runs'])} per DuckDB cell",
+            "",
+            f"Client `{report['client']}`; the ad-level drill-down opens campaign `{report['campaign_id']}`. "
+            f"Server peak memory (VmHWM): **{mib(report.get('server_peak_rss_bytes'))}**.",
+            "",
+            "| query | series | p50 | p95 | p99 | QPS |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for q in report["queries"]:
+            for series, queries in report["latency"].items():
+                if s := queries.get(q):
+                    lines.append(
+                        f"| `{q}` | {series} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['qps']:.1f} |"
+                    )
+        lines.append("")
+    if report.get("ratios"):
+        lines += [
+            "## adlake p95 ÷ DuckDB p95 (target ≤ 1)",
+            "",
+            "| query | " + " | ".join(report["ratio_series"]) + " |",
+            "|---|" + "---:|" * len(report["ratio_series"]),
+        ]
+        for q in report["queries"]:
+            cells = [report["ratios"].get(s, {}).get(q) for s in report["ratio_series"]]
+            lines.append(f"| `{q}` | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in cells) + " |")
+        lines.append("")
+    if "regressions" in report:
+        lines += ["## Against the baseline", ""]
+        if report["regressions"]:
+            for r in report["regressions"]:
+                lines.append(
+                    f"- REGRESSION `{r['query']}` {r['series']}: p95 {r['p95_ms']:.2f} ms vs "
+                    f"{r['baseline_p95_ms']:.2f} ms (×{r['ratio']:.2f})"
+                )
+        else:
+            lines.append(f"No p95 more than {REGRESSION_FACTOR - 1:.0%} above the baseline.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(report: dict, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"report-{report['dataset']['name']}"
+    j, m = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    j.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    m.write_text(markdown(report))
+    return j, m

@@ -1,0 +1,334 @@
+"""adlake dashboard benchmark: the real server over Flight SQL against DuckDB.
+
+    python benches/harness/run.py --dataset medium --bin-dir target/release
+    python benches/harness/run.py --dataset small --check-only      # the CI step
+
+Steps: generate the dataset with `adlake-ingest demo` (throughput reported;
+reused when the same arguments already built it), start `adlake` with an
+auth file on free ports, open DuckDB over the same Delta versions' Parquet
+files, check every dashboard answer equal on both engines, then (unless
+`--check-only`) time each query `--runs` times per mode and concurrency,
+read the server's peak memory, optionally compare ingest throughput with
+`write_deltalake` (`--ingest-compare`), write `report-<dataset>.{md,json}`
+and flag p95 regressions over 20% against `benches/baseline.json`.
+
+Exit codes: 0 done, 1 an answer differs (or a step failed), 3 a p95
+regression was flagged and `--fail-on-regression` was given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import engines
+import measure
+import processes
+import report as reports
+import workload
+
+REPO = Path(__file__).resolve().parents[2]
+HARNESS = Path(__file__).resolve().parent
+
+END_DATE = date(2026, 10, 31)
+DATASETS = {
+    # A few seconds on a debug build: for working on the harness itself.
+    "tiny": {"clients": 5, "days": 120, "rows": 50_000},
+    # The CI correctness step: every query shape of `small` at a fifth of its
+    # Delta commits (ingest cost grows with commits; see benches/README.md).
+    "ci": {"clients": 10, "days": 365, "rows": 200_000},
+    "small": {"clients": 50, "days": 365, "rows": 1_000_000},
+    "medium": {"clients": 50, "days": 365, "rows": 10_000_000},
+    "large": {"clients": 50, "days": 365, "rows": 100_000_000},
+}
+SEED = 42
+FACT_TABLES = ["ad_performance", "web_sessions", "orders"]
+MODES = ("uncached", "cached")
+
+
+def demo_args(name: str) -> list[str]:
+    d = DATASETS[name]
+    return [
+        "--clients", str(d["clients"]),
+        "--days", str(d["days"]),
+        "--rows", str(d["rows"]),
+        "--seed", str(SEED),
+        "--end-date", END_DATE.isoformat(),
+    ]  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def dataset(args: argparse.Namespace, work: Path) -> tuple[Path, dict | None]:
+    """The warehouse of the dataset: reused when built by the same arguments and binary."""
+    warehouse = work / args.dataset
+    stamp = work / f"{args.dataset}.args.json"
+    # A rebuilt adlake-ingest may write other files: its hash is part of the stamp.
+    with processes.binary(args.bin_dir, "adlake-ingest").open("rb") as f:
+        ingest_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    want = {"args": demo_args(args.dataset), "ingest_sha256": ingest_sha256}
+    have = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    if not args.regenerate and warehouse.is_dir() and {k: have.get(k) for k in want} == want:
+        log(f"reusing {warehouse} (built by the same arguments and adlake-ingest binary)")
+        return warehouse, json.loads(stamp.read_text()).get("generate")
+    if warehouse.exists():
+        shutil.rmtree(warehouse)
+    warehouse.mkdir(parents=True)
+    log(f"generating {args.dataset}: adlake-ingest demo {' '.join(demo_args(args.dataset))}")
+    gen = processes.generate(args.bin_dir, warehouse, demo_args(args.dataset), args.ingest_timeout)
+    log(
+        f"generated {gen.total_rows:,} rows in {gen.seconds:.1f}s ({gen.total_rows / gen.seconds:,.0f} rows/s), "
+        f"generator {gen.generator_rows / max(gen.generator_seconds, 1e-9):,.0f} rows/s, "
+        f"peak RSS {gen.peak_rss_bytes / 2**20:,.0f} MiB"
+    )
+    stamp.write_text(json.dumps({**want, "generate": gen.as_json()}))
+    return warehouse, gen.as_json()
+
+
+def ingest_comparison(args: argparse.Namespace, warehouse: Path, gen: dict | None, work: Path) -> dict:
+    if gen is None:
+        raise processes.HarnessError("--ingest-compare needs the dataset generated in this run (use --regenerate)")
+    dst = Path(tempfile.mkdtemp(prefix="write-deltalake-", dir=work))
+    try:
+        log("writing the same Arrow data with deltalake.write_deltalake (own process)")
+        proc = subprocess.Popen(
+            [sys.executable, str(HARNESS / "write_deltalake_baseline.py"), str(warehouse), str(dst), *FACT_TABLES],
+            stdout=subprocess.PIPE,
+        )
+        out = proc.stdout.read() if proc.stdout else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise processes.HarnessError(f"write_deltalake baseline exited with {proc.returncode}")
+        w = json.loads(out.decode().strip().splitlines()[-1])
+        w["peak_rss_bytes"] = usage.ru_maxrss * 1024
+    finally:
+        shutil.rmtree(dst, ignore_errors=True)
+    rows = sum(gen["rows_by_table"].get(t, 0) for t in FACT_TABLES)
+    # adlake's time covers generating, validating and writing every table;
+    # counting only the fact tables' rows makes the ratio conservative.
+    adlake_rps = rows / gen["seconds"]
+    return {
+        "adlake_rows": rows,
+        "adlake_seconds": gen["seconds"],
+        "adlake_rows_per_sec": round(adlake_rps),
+        "adlake_peak_rss_bytes": gen["peak_rss_bytes"],
+        "write_deltalake": w,
+        "ratio": adlake_rps / w["rows_per_sec"],
+    }
+
+
+def pick_client(duck: engines.DuckDbLocal) -> tuple[str, str]:
+    """The client with the most ad rows (the heaviest dashboard), and its top campaign."""
+    s = duck.connect()
+    try:
+        probe = workload.Query("probe", "", "SELECT client_id FROM ad_performance GROUP BY client_id "
+                               "ORDER BY count(*) DESC, client_id LIMIT 1", "agency")  # fmt: skip
+        client = s.run(probe).column(0)[0].as_py()
+        top = workload.Query("probe", "", workload.top_campaign_sql(client, END_DATE), "agency")
+        return client, s.run(top).column(0)[0].as_py()
+    finally:
+        s.close()
+
+
+def check_answers(adlake: engines.Engine, duck: engines.Engine, queries: list[workload.Query]) -> dict[str, list[str]]:
+    a, d = adlake.connect(), duck.connect()
+    try:
+        checks = {}
+        for q in queries:
+            checks[q.name] = engines.differences(a.run(q), d.run(q))
+            log(f"  {q.name}: " + ("equal" if not checks[q.name] else "DIFFERENT " + "; ".join(checks[q.name])))
+        return checks
+    finally:
+        a.close()
+        d.close()
+
+
+def grpc_rows(engine: engines.AdlakeGrpcMetrics, queries: list[workload.Query]) -> dict[str, int]:
+    """Answers each metric request once; a failed or empty answer stops the run."""
+    s = engine.connect()
+    try:
+        rows = {}
+        for q in queries:
+            if engine.supports(q):
+                rows[q.name] = s.run(q).num_rows
+                log(f"  gRPC {q.name}: {rows[q.name]} rows")
+                if rows[q.name] == 0:
+                    raise processes.HarnessError(f"gRPC QueryMetrics answered {q.name} with no row")
+        return rows
+    finally:
+        s.close()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="small")
+    p.add_argument("--bin-dir", type=Path, default=REPO / "target" / "release",
+                   help="folder holding adlake and adlake-ingest (default target/release)")  # fmt: skip
+    p.add_argument("--work-dir", type=Path, default=REPO / "target" / "bench-data",
+                   help="where datasets are kept between runs (default target/bench-data)")  # fmt: skip
+    p.add_argument("--regenerate", action="store_true", help="generate the dataset even if one is there")
+    p.add_argument("--check-only", action="store_true", help="answer every query once and compare with DuckDB")
+    p.add_argument("--runs", type=int, default=200, help="timed runs per query, mode and concurrency")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs per worker before timing")
+    p.add_argument("--concurrency", default="1,8", help="comma-separated worker counts (default 1,8)")
+    p.add_argument("--modes", default="uncached", help=f"comma-separated of {', '.join(MODES)}")
+    p.add_argument("--bypass-header", default="=".join(engines.CACHE_BYPASS_HEADER), metavar="NAME=VALUE",
+                   help="call header the uncached mode sends to bypass the result cache")  # fmt: skip
+    p.add_argument("--no-duckdb-timing", action="store_true", help="check DuckDB's answers but do not time it")
+    p.add_argument("--duckdb-runs", type=int, default=None,
+                   help="timed DuckDB runs per query and concurrency (default: --runs); DuckDB lists and "
+                        "prunes every file per query, which takes seconds on medium")  # fmt: skip
+    p.add_argument("--grpc", action="store_true",
+                   help="also time the workload over gRPC QueryMetrics (the metric layer), per mode")  # fmt: skip
+    p.add_argument("--ingest-compare", action="store_true", help="also time write_deltalake on the same data")
+    p.add_argument("--out-dir", type=Path, default=REPO / "target" / "bench-reports")
+    p.add_argument("--baseline", type=Path, default=REPO / "benches" / "baseline.json")
+    p.add_argument("--update-baseline", action="store_true", help="store this run's p95s as the baseline")
+    p.add_argument("--fail-on-regression", action="store_true")
+    p.add_argument("--ingest-timeout", type=float, default=3600.0)
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    args = p.parse_args(argv)
+    args.bin_dir = args.bin_dir.resolve()
+    args.work_dir = args.work_dir.resolve()
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    args.modes = [m for m in args.modes.split(",") if m]
+    if "=" not in args.bypass_header:
+        p.error(f"--bypass-header must be NAME=VALUE, got {args.bypass_header!r}")
+    if bad := [m for m in args.modes if m not in MODES]:
+        p.error(f"unknown mode(s) {bad}; choose from {', '.join(MODES)}")
+    if args.runs < 1 or any(c < 1 for c in args.concurrency):
+        p.error("--runs and every --concurrency must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    warehouse, gen = dataset(args, args.work_dir)
+    rep: dict = {
+        "started_at": started_at,
+        "command": "python benches/harness/run.py " + shlex.join(argv),
+        "bin_dir": str(args.bin_dir),
+        "machine": {"cpus": os.cpu_count()},
+        "dataset": {"name": args.dataset, "args": " ".join(demo_args(args.dataset))},
+        "generate": gen,
+        "runs": args.runs,
+        "duckdb_runs": args.duckdb_runs or args.runs,
+        "latency": {},
+    }
+    if args.ingest_compare:
+        rep["ingest_vs_write_deltalake"] = ingest_comparison(args, warehouse, gen, args.work_dir)
+        log(f"ingest: adlake / write_deltalake rows/s = {rep['ingest_vs_write_deltalake']['ratio']:.2f}")
+
+    duck = engines.DuckDbLocal(warehouse, FACT_TABLES)
+    rep["duckdb"] = {"versions": duck.versions, "files": duck.file_counts}
+    client, campaign = pick_client(duck)
+    queries = workload.dashboard(client, campaign, END_DATE)
+    rep.update(client=client, campaign_id=campaign, queries=[q.name for q in queries])
+
+    server_dir = Path(tempfile.mkdtemp(prefix="adlake-server-", dir=args.work_dir))
+    agency = processes.Principal.new("bench-agency", ("*",))
+    one_client = processes.Principal.new("bench-client", (client,))
+    processes.write_auth_file(server_dir / "auth.toml", [agency, one_client])
+    log(f"starting adlake ({args.bin_dir}) on {warehouse}")
+    server = processes.start_server(
+        args.bin_dir, warehouse, server_dir / "auth.toml", server_dir, args.startup_timeout, []
+    )
+    failed = False
+    try:
+        tokens = {"client": one_client.token, "agency": agency.token}
+        adlake_by_mode = {
+            "uncached": engines.AdlakeFlightSql(server.flight_uri, tokens, dict([args.bypass_header.split("=", 1)])),
+            "cached": engines.AdlakeFlightSql(server.flight_uri, tokens),
+        }
+        log(f"checking {len(queries)} dashboard answers of client {client} against DuckDB")
+        rep["checks"] = check_answers(adlake_by_mode["uncached"], duck, queries)
+        failed = any(rep["checks"].values())
+        grpc_by_mode = {}
+        if args.grpc:
+            stubs = engines.load_metrics_stubs(REPO / "proto" / "proto", server_dir / "stubs")
+            grpc_by_mode = {
+                mode: engines.AdlakeGrpcMetrics(server.flight_addr, tokens, stubs, bypass=(mode == "uncached"))
+                for mode in MODES
+            }
+            rep["grpc_rows"] = grpc_rows(grpc_by_mode["uncached"], queries)
+        if not args.check_only and not failed:
+            for c in args.concurrency:
+                for mode in args.modes:
+                    series = f"adlake/{mode}/c{c}"
+                    for q in queries:
+                        stats = measure.measure(adlake_by_mode[mode], q, args.runs, c, args.warmup)
+                        rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
+                        log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                            f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+                    if mode in grpc_by_mode:
+                        series = f"adlake-grpc/{mode}/c{c}"
+                        for q in queries:
+                            if not grpc_by_mode[mode].supports(q):
+                                continue
+                            stats = measure.measure(grpc_by_mode[mode], q, args.runs, c, args.warmup)
+                            rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
+                            log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                                f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+                if not args.no_duckdb_timing:
+                    series = f"duckdb/c{c}"
+                    for q in queries:
+                        stats = measure.measure(duck, q, args.duckdb_runs or args.runs, c, args.warmup)
+                        rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
+                        log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                            f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+        rep["server_peak_rss_bytes"] = server.peak_rss_bytes()
+    finally:
+        server.stop()
+        shutil.rmtree(server_dir, ignore_errors=True)
+
+    rep["ratio_series"] = []
+    rep["ratios"] = {}
+    for series in rep["latency"]:
+        if not series.startswith("adlake"):
+            continue
+        ref = rep["latency"].get(f"duckdb/{series.rsplit('/', 1)[1]}")
+        if ref:
+            rep["ratio_series"].append(series)
+            rep["ratios"][series] = {
+                q: round(s["p95_ms"] / ref[q]["p95_ms"], 3) for q, s in rep["latency"][series].items() if q in ref
+            }
+    code = 1 if failed else 0
+    if rep["latency"]:
+        baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() else {}
+        rep["regressions"] = reports.regressions(rep, baseline)
+        for r in rep["regressions"]:
+            log(f"REGRESSION {r['series']} {r['query']}: p95 {r['p95_ms']:.2f} ms vs baseline "
+                f"{r['baseline_p95_ms']:.2f} ms")  # fmt: skip
+        if args.update_baseline:
+            args.baseline.write_text(json.dumps(reports.updated_baseline(rep, baseline), indent=2) + "\n")
+            log(f"baseline updated: {args.baseline}")
+        if rep["regressions"] and args.fail_on_regression and code == 0:
+            code = 3
+    j, m = reports.write(rep, args.out_dir)
+    log(f"server peak memory {reports.mib(rep['server_peak_rss_bytes'])}; reports: {m} {j}")
+    if failed:
+        log("FAILED: adlake's answers differ from DuckDB's (see above)")
+    return code
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except processes.HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

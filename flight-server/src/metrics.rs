@@ -1,0 +1,615 @@
+//! Prometheus metrics, served as text on `GET /metrics` of the HTTP port.
+//!
+//! One process-wide registry ([`global`]) holds every family; code that
+//! wants to count something calls a hook here rather than holding metric
+//! handles: [`observe_query`] once per finished query, [`cache_event`] from
+//! the result cache, [`observe_table`] and [`set_freshness_lag`] from the
+//! refresher ([`refresh_from_engine`], run before each scrape).
+//!
+//! Names (all prefixed `adlake_`): `queries_total{kind,status}`,
+//! `query_duration_seconds{kind}` (histogram), `query_errors_total{status}`,
+//! `query_rows_total`, `cache_events_total{event}` (hit, miss, eviction),
+//! `cache_bytes`, `cache_entries`, `table_version{table}`,
+//! `table_files{table}`, `table_bytes{table}`,
+//! `freshness_lag_seconds{client,source}`, `ingest_runs{source,status}`,
+//! `ingest_rows_read{source}`, `ingest_rows_written{source}`,
+//! `ingest_rows_quarantined{source}` (totals over `ingest_runs`, so every
+//! replica reports the same whichever process ran the ingest), `up`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Every metric family the server exports, by name without the prefix and
+/// suffix; the deploy rules' check reads this list.
+pub const EXPORTED: &[&str] = &[
+    "adlake_up",
+    "adlake_queries_total",
+    "adlake_query_duration_seconds",
+    "adlake_query_errors_total",
+    "adlake_query_rows_total",
+    "adlake_cache_events_total",
+    "adlake_table_version",
+    "adlake_table_files",
+    "adlake_table_bytes",
+    "adlake_freshness_lag_seconds",
+    "adlake_cache_bytes",
+    "adlake_cache_entries",
+    "adlake_ingest_runs",
+    "adlake_ingest_rows_read",
+    "adlake_ingest_rows_written",
+    "adlake_ingest_rows_quarantined",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueryLabels {
+    kind: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    source: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FreshnessLabels {
+    client: String,
+    source: String,
+}
+
+/// The metric families of the process.
+pub struct Metrics {
+    registry: Registry,
+    queries: Family<QueryLabels, Counter>,
+    latency: Family<KindLabel, Histogram>,
+    errors: Family<StatusLabel, Counter>,
+    rows: Counter,
+    cache: Family<EventLabel, Counter>,
+    table_version: Family<TableLabel, Gauge>,
+    table_files: Family<TableLabel, Gauge>,
+    table_bytes: Family<TableLabel, Gauge>,
+    freshness: Family<FreshnessLabels, Gauge<f64, AtomicU64>>,
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    ingest_runs: Family<RunLabels, Gauge>,
+    ingest_rows_read: Family<SourceLabel, Gauge>,
+    ingest_rows_written: Family<SourceLabel, Gauge>,
+    ingest_rows_quarantined: Family<SourceLabel, Gauge>,
+    up: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("adlake");
+        let queries = Family::<QueryLabels, Counter>::default();
+        let latency = Family::<KindLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let errors = Family::<StatusLabel, Counter>::default();
+        let rows = Counter::default();
+        let cache = Family::<EventLabel, Counter>::default();
+        let table_version = Family::<TableLabel, Gauge>::default();
+        let table_files = Family::<TableLabel, Gauge>::default();
+        let table_bytes = Family::<TableLabel, Gauge>::default();
+        let freshness = Family::<FreshnessLabels, Gauge<f64, AtomicU64>>::default();
+        let cache_bytes = Gauge::default();
+        let cache_entries = Gauge::default();
+        let ingest_runs = Family::<RunLabels, Gauge>::default();
+        let ingest_rows_read = Family::<SourceLabel, Gauge>::default();
+        let ingest_rows_written = Family::<SourceLabel, Gauge>::default();
+        let ingest_rows_quarantined = Family::<SourceLabel, Gauge>::default();
+        let up = Gauge::default();
+        up.set(1);
+        registry.register("up", "1 while the server process runs", up.clone());
+        registry.register(
+            "queries",
+            "Queries finished, by kind and gRPC status",
+            queries.clone(),
+        );
+        registry.register(
+            "query_duration_seconds",
+            "Query latency by kind",
+            latency.clone(),
+        );
+        registry.register(
+            "query_errors",
+            "Failed queries by gRPC status",
+            errors.clone(),
+        );
+        registry.register("query_rows", "Rows returned by queries", rows.clone());
+        registry.register(
+            "cache_events",
+            "Result cache hits, misses and evictions",
+            cache.clone(),
+        );
+        registry.register(
+            "table_version",
+            "Current Delta version per table",
+            table_version.clone(),
+        );
+        registry.register(
+            "table_files",
+            "Active data files per table",
+            table_files.clone(),
+        );
+        registry.register(
+            "table_bytes",
+            "Bytes of active data files per table",
+            table_bytes.clone(),
+        );
+        registry.register(
+            "freshness_lag_seconds",
+            "Seconds from the end (client-local) of the newest landed day to now, per client and source",
+            freshness.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes held by the result cache",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Answers held by the result cache",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "ingest_runs",
+            "Ingest runs recorded in ingest_runs, by source and status",
+            ingest_runs.clone(),
+        );
+        registry.register(
+            "ingest_rows_read",
+            "Rows read from sources by recorded ingest runs",
+            ingest_rows_read.clone(),
+        );
+        registry.register(
+            "ingest_rows_written",
+            "Rows written by recorded ingest runs",
+            ingest_rows_written.clone(),
+        );
+        registry.register(
+            "ingest_rows_quarantined",
+            "Rows quarantined by recorded ingest runs",
+            ingest_rows_quarantined.clone(),
+        );
+        Self {
+            registry,
+            queries,
+            latency,
+            errors,
+            rows,
+            cache,
+            table_version,
+            table_files,
+            table_bytes,
+            freshness,
+            cache_bytes,
+            cache_entries,
+            ingest_runs,
+            ingest_rows_read,
+            ingest_rows_written,
+            ingest_rows_quarantined,
+            up,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        let _ = &self.up;
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Records one finished query: `kind` is what was asked (`sql`,
+/// `prepared`, `metric`, `catalog`, ...), `status` the gRPC code name
+/// (`ok`, `invalid_argument`, ...).
+pub fn observe_query(kind: &str, status: &str, elapsed: Duration, rows: u64) {
+    let m = global();
+    m.queries
+        .get_or_create(&QueryLabels {
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+        })
+        .inc();
+    m.latency
+        .get_or_create(&KindLabel {
+            kind: kind.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+    if status != "ok" {
+        m.errors
+            .get_or_create(&StatusLabel {
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+    m.rows.inc_by(rows);
+}
+
+/// Records a failed call of a Flight SQL or gRPC method.
+pub fn observe_failure(method: &str, code: tonic::Code) {
+    observe_query(method, &status_name(code), Duration::ZERO, 0);
+}
+
+/// `InvalidArgument` -> `invalid_argument`.
+fn status_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Counts one result-cache event (`hit`, `miss`, `eviction`, ...).
+pub fn cache_event(event: &str) {
+    global()
+        .cache
+        .get_or_create(&EventLabel {
+            event: event.to_owned(),
+        })
+        .inc();
+}
+
+/// Sets one table's version, file count and bytes.
+pub fn observe_table(table: &str, version: Option<u64>, files: usize, bytes: u64) {
+    let m = global();
+    let label = TableLabel {
+        table: table.to_owned(),
+    };
+    m.table_version
+        .get_or_create(&label)
+        .set(version.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)));
+    m.table_files
+        .get_or_create(&label)
+        .set(i64::try_from(files).unwrap_or(i64::MAX));
+    m.table_bytes
+        .get_or_create(&label)
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
+/// Mirrors the result cache's counters: hits, misses and evictions into
+/// `cache_events_total`, bytes and entries into their gauges.
+pub fn observe_cache(stats: &adlake_engine::cache::CacheStats) {
+    let m = global();
+    for (event, total) in [
+        ("hit", stats.hits),
+        ("miss", stats.misses),
+        ("eviction", stats.evictions),
+    ] {
+        let counter = m.cache.get_or_create(&EventLabel {
+            event: event.to_owned(),
+        });
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
+    m.cache_bytes
+        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+    m.cache_entries
+        .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+}
+
+/// Totals of the `ingest_runs` rows of one (source, status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunTotals {
+    /// The source (`google_ads`, `ga4`, ...).
+    pub source: String,
+    /// `succeeded`, `failed`, ...
+    pub status: String,
+    /// Runs.
+    pub runs: u64,
+    /// Rows read from the source.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows quarantined.
+    pub rows_quarantined: u64,
+}
+
+/// Sets the ingest families from `ingest_runs` totals.
+pub fn observe_ingest(totals: &[RunTotals]) {
+    let m = global();
+    let mut by_source: std::collections::BTreeMap<&str, (u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for t in totals {
+        m.ingest_runs
+            .get_or_create(&RunLabels {
+                source: t.source.clone(),
+                status: t.status.clone(),
+            })
+            .set(i64::try_from(t.runs).unwrap_or(i64::MAX));
+        let sums = by_source.entry(&t.source).or_default();
+        sums.0 += t.rows_read;
+        sums.1 += t.rows_written;
+        sums.2 += t.rows_quarantined;
+    }
+    for (source, (read, written, quarantined)) in by_source {
+        let label = SourceLabel {
+            source: source.to_owned(),
+        };
+        for (family, value) in [
+            (&m.ingest_rows_read, read),
+            (&m.ingest_rows_written, written),
+            (&m.ingest_rows_quarantined, quarantined),
+        ] {
+            family
+                .get_or_create(&label)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Sums `ingest_runs` by source and status.
+pub async fn run_totals(
+    runs: Arc<dyn datafusion::catalog::TableProvider>,
+) -> datafusion::error::Result<Vec<RunTotals>> {
+    use arrow::array::AsArray as _;
+    use arrow::datatypes::{DataType, Int64Type};
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_table("runs", runs)?;
+    let batches = ctx
+        .sql(
+            "SELECT source, status, count(*), \
+             CAST(coalesce(sum(rows_read), 0) AS BIGINT), \
+             CAST(coalesce(sum(rows_written), 0) AS BIGINT), \
+             CAST(coalesce(sum(rows_quarantined), 0) AS BIGINT) \
+             FROM runs GROUP BY source, status ORDER BY source, status",
+        )
+        .await?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let source = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+        let status = arrow::compute::cast(batch.column(1), &DataType::Utf8)?;
+        let (source, status) = (source.as_string::<i32>(), status.as_string::<i32>());
+        let n = |c: usize, i: usize| {
+            u64::try_from(batch.column(c).as_primitive::<Int64Type>().value(i)).unwrap_or(0)
+        };
+        for i in 0..batch.num_rows() {
+            out.push(RunTotals {
+                source: source.value(i).to_owned(),
+                status: status.value(i).to_owned(),
+                runs: n(2, i),
+                rows_read: n(3, i),
+                rows_written: n(4, i),
+                rows_quarantined: n(5, i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Sets the freshness lag of one client and source.
+pub fn set_freshness_lag(client: &str, source: &str, seconds: f64) {
+    global()
+        .freshness
+        .get_or_create(&FreshnessLabels {
+            client: client.to_owned(),
+            source: source.to_owned(),
+        })
+        .set(seconds);
+}
+
+static ENGINE: Mutex<Option<std::sync::Weak<adlake_engine::Engine>>> = Mutex::new(None);
+
+/// Lets `/metrics` refresh the table and freshness gauges from this engine
+/// before each scrape.
+pub fn register_engine(engine: &Arc<adlake_engine::Engine>) {
+    *ENGINE.lock().expect("metrics lock poisoned") = Some(Arc::downgrade(engine));
+}
+
+/// The text `/metrics` answers: gauges refreshed from the registered
+/// engine, then every family.
+pub async fn scrape() -> String {
+    let engine = ENGINE
+        .lock()
+        .expect("metrics lock poisoned")
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade);
+    if let Some(engine) = engine {
+        refresh_from_engine(&engine).await;
+    }
+    global().render()
+}
+
+/// Refreshes the table and freshness gauges from the engine's current
+/// snapshots. Freshness is recomputed at most once per `every`.
+pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
+    observe_cache(&engine.cache().stats());
+    for snapshot in engine.catalog().snapshots() {
+        let (files, bytes) = snapshot.file_stats();
+        observe_table(snapshot.def.name, snapshot.version, files, bytes);
+    }
+    static LAST: Mutex<Option<(Option<u64>, std::time::Instant)>> = Mutex::new(None);
+    let Some(runs) = engine.catalog().snapshot("ingest_runs") else {
+        return;
+    };
+    {
+        let last = LAST.lock().expect("freshness lock poisoned");
+        if let Some((version, at)) = *last
+            && version == runs.version
+            && at.elapsed() < Duration::from_secs(30)
+        {
+            return;
+        }
+    }
+    if runs.version.is_none() {
+        return;
+    }
+    match run_totals(Arc::clone(&runs.provider)).await {
+        Ok(totals) => observe_ingest(&totals),
+        Err(err) => tracing::warn!(error = %err, "cannot sum ingest_runs for /metrics"),
+    }
+    match adlake_ingest::freshness::load_landings(Arc::clone(&runs.provider)).await {
+        Ok(landings) => {
+            let mut zones = adlake_ingest::freshness::TimeZones::default();
+            for landing in &landings {
+                zones = zones.with_client(
+                    landing.client_id.clone(),
+                    engine.client_time_zone(&landing.client_id),
+                );
+            }
+            for f in adlake_ingest::freshness::compute(&landings, &zones, chrono::Utc::now()) {
+                set_freshness_lag(&f.client_id, &f.source, f.lag_seconds as f64);
+            }
+            *LAST.lock().expect("freshness lock poisoned") =
+                Some((runs.version, std::time::Instant::now()));
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot compute freshness for /metrics"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text_with_every_family() {
+        observe_query("sql", "ok", Duration::from_millis(12), 3);
+        observe_query("sql", "invalid_argument", Duration::from_millis(1), 0);
+        cache_event("hit");
+        observe_table("ad_performance", Some(4), 10, 12_345);
+        set_freshness_lag("acme", "google_ads", 3600.0);
+        observe_failure("get_flight_info", tonic::Code::PermissionDenied);
+        observe_cache(&adlake_engine::cache::CacheStats {
+            hits: 5,
+            misses: 2,
+            evictions: 1,
+            entries: 3,
+            bytes: 4096,
+        });
+        observe_ingest(&[
+            RunTotals {
+                source: "google_ads".into(),
+                status: "succeeded".into(),
+                runs: 4,
+                rows_read: 100,
+                rows_written: 90,
+                rows_quarantined: 10,
+            },
+            RunTotals {
+                source: "google_ads".into(),
+                status: "failed".into(),
+                runs: 1,
+                rows_read: 7,
+                rows_written: 0,
+                rows_quarantined: 0,
+            },
+        ]);
+        let text = global().render();
+        for name in EXPORTED {
+            let family = name.trim_end_matches("_total");
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} missing in:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} has no sample in:\n{text}"
+            );
+        }
+        assert!(
+            text.contains("adlake_queries_total{kind=\"sql\",status=\"ok\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("adlake_query_errors_total{status=\"invalid_argument\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("adlake_query_errors_total{status=\"permission_denied\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("adlake_table_bytes{table=\"ad_performance\"} 12345"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "adlake_freshness_lag_seconds{client=\"acme\",source=\"google_ads\"} 3600"
+            ),
+            "{text}"
+        );
+        for line in [
+            "adlake_cache_events_total{event=\"hit\"} 5",
+            "adlake_cache_events_total{event=\"eviction\"} 1",
+            "adlake_cache_bytes 4096",
+            "adlake_ingest_runs{source=\"google_ads\",status=\"failed\"} 1",
+            "adlake_ingest_rows_read{source=\"google_ads\"} 107",
+            "adlake_ingest_rows_quarantined{source=\"google_ads\"} 10",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("adlake_query_duration_seconds_bucket{")
+                    && l.contains("kind=\"sql\"")
+                    && l.contains("le=\"0.025\"")),
+            "{text}"
+        );
+    }
+}

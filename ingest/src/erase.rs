@@ -1,0 +1,302 @@
+//! Erasure of one client (`adlake-ingest erase --client C`), for GDPR
+//! requests and off-boarding.
+//!
+//! Every row of the client is deleted from every client-scoped table (one
+//! Delta transaction per table), then each table is vacuumed with a zero
+//! retention so that no data file holding the client's rows, current or
+//! from an older version, stays on storage. The price is that time travel
+//! to versions before the erasure stops working for the whole table: that
+//! is the point. An audit entry (who, when, which tables, which versions)
+//! is written as JSON under `<warehouse>/_adlake_audit/erasures/`.
+//!
+//! A client with no row in any table is refused before anything changes.
+
+use adlake_engine::schema::{CLIENT_ID, TableDef, all_tables};
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use chrono::{DateTime, SecondsFormat, Utc};
+use datafusion::logical_expr::{col, lit};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTableBuilder;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::vacuum::VacuumMode;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt as _, PutPayload};
+use serde::Serialize;
+use serde_json::json;
+use tracing::info;
+
+use crate::error::{Error, Result};
+use crate::upkeep::is_lost_race;
+use crate::warehouse::Warehouse;
+
+/// Folder (under the warehouse root) of the erasure audit entries.
+pub const AUDIT_PREFIX: &str = "_adlake_audit";
+
+/// What happened to one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableErasure {
+    /// The table.
+    pub table: &'static str,
+    /// Rows of the client before the erasure.
+    pub rows_deleted: u64,
+    /// The version before the delete.
+    pub version_before: Option<u64>,
+    /// The version the delete committed (`None`: no row, nothing committed).
+    pub version_deleted: Option<u64>,
+    /// Files vacuum removed from storage.
+    pub files_vacuumed: usize,
+}
+
+/// The audit entry of one erasure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErasureAudit {
+    /// The erased client.
+    pub client_id: String,
+    /// Who asked for it.
+    pub requested_by: String,
+    /// Why (ticket, request reference), if given.
+    pub reason: Option<String>,
+    /// When it started (UTC, RFC 3339).
+    pub started_at: String,
+    /// When it finished (UTC, RFC 3339).
+    pub finished_at: String,
+    /// Every client-scoped table, erased or not.
+    pub tables: Vec<TableErasure>,
+    /// Where the entry was written, relative to the warehouse root.
+    pub audit_path: String,
+}
+
+/// Erases one client from every table.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct EraseBuilder<'a> {
+    warehouse: &'a Warehouse,
+    client_id: String,
+    requested_by: String,
+    reason: Option<String>,
+}
+
+impl<'a> EraseBuilder<'a> {
+    /// Erasure of `client_id`, asked for by `requested_by`.
+    pub fn new(
+        warehouse: &'a Warehouse,
+        client_id: impl Into<String>,
+        requested_by: impl Into<String>,
+    ) -> Self {
+        Self {
+            warehouse,
+            client_id: client_id.into(),
+            requested_by: requested_by.into(),
+            reason: None,
+        }
+    }
+
+    /// Why (a ticket or request reference), kept in the audit entry.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// Deletes, vacuums and writes the audit entry.
+    pub async fn execute(self) -> Result<ErasureAudit> {
+        let client = self.client_id.trim().to_owned();
+        if client.is_empty() {
+            return Err(Error::InvalidConfig("client id must not be empty".into()));
+        }
+        if self.requested_by.trim().is_empty() {
+            return Err(Error::InvalidConfig(
+                "who requested the erasure must be given (--by)".into(),
+            ));
+        }
+        let started = Utc::now();
+        let tables = client_tables();
+
+        let mut counts = Vec::with_capacity(tables.len());
+        for def in &tables {
+            counts.push(count_client_rows(self.warehouse, def, &client).await?);
+        }
+        if counts.iter().all(|c| *c == 0) {
+            return Err(Error::UnknownClient(client));
+        }
+
+        let mut erased = Vec::with_capacity(tables.len());
+        for (def, rows) in tables.iter().zip(counts) {
+            erased.push(self.erase_table(def, &client, rows).await?);
+        }
+        let finished = Utc::now();
+        let audit_path = format!(
+            "{AUDIT_PREFIX}/erasures/{}-{}.json",
+            started.format("%Y%m%dT%H%M%S%.6fZ"),
+            sanitize(&client)
+        );
+        let audit = ErasureAudit {
+            client_id: client,
+            requested_by: self.requested_by.trim().to_owned(),
+            reason: self.reason,
+            started_at: rfc3339(started),
+            finished_at: rfc3339(finished),
+            tables: erased,
+            audit_path,
+        };
+        write_audit(self.warehouse, &audit).await?;
+        info!(client = %audit.client_id, by = %audit.requested_by, path = %audit.audit_path, "client erased");
+        Ok(audit)
+    }
+
+    async fn erase_table(
+        &self,
+        def: &'static TableDef,
+        client: &str,
+        rows: u64,
+    ) -> Result<TableErasure> {
+        let mut table = self.warehouse.open_table(def).await?;
+        let version_before = table.version();
+        let mut version_deleted = None;
+        if rows > 0 {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let delete = table
+                    .clone()
+                    .delete()
+                    .with_predicate(col(CLIENT_ID).eq(lit(client)))
+                    .with_commit_properties(CommitProperties::default().with_metadata([
+                        ("adlake.operation".to_owned(), json!("erase")),
+                        ("adlake.erased_client".to_owned(), json!(client)),
+                        ("adlake.requested_by".to_owned(), json!(self.requested_by)),
+                    ]));
+                match delete.await {
+                    Ok((next, _)) => {
+                        table = next;
+                        version_deleted = table.version();
+                        break;
+                    }
+                    Err(err)
+                        if is_lost_race(&err) && attempts < crate::upkeep::DEFAULT_ATTEMPTS =>
+                    {
+                        table
+                            .update_state()
+                            .await
+                            .map_err(|e| Error::delta(def.name, e))?;
+                    }
+                    Err(err) => return Err(Error::delta(def.name, err)),
+                }
+            }
+        }
+        let mut files_vacuumed = 0;
+        if version_before.is_some() {
+            // Zero retention: every file no longer in the current version
+            // goes, including older files that still hold the client's rows.
+            let (_, metrics) = table
+                .vacuum()
+                .with_retention_period(chrono::Duration::zero())
+                .with_enforce_retention_duration(false)
+                .with_mode(VacuumMode::Full)
+                .await
+                .map_err(|e| Error::delta(def.name, e))?;
+            files_vacuumed = metrics.files_deleted.len();
+        }
+        Ok(TableErasure {
+            table: def.name,
+            rows_deleted: rows,
+            version_before,
+            version_deleted,
+            files_vacuumed,
+        })
+    }
+}
+
+/// The tables that hold rows of a client: client-scoped and with a
+/// `client_id` column in the engine's schema (`fx_rates`, shared by all
+/// clients, is not one of them).
+pub fn client_tables() -> Vec<&'static TableDef> {
+    all_tables()
+        .into_iter()
+        .filter(|def| def.client_scoped && def.schema.field_with_name(CLIENT_ID).is_ok())
+        .collect()
+}
+
+/// Rows of one client in the current version of a table (0 when the table
+/// does not exist).
+pub async fn count_client_rows(warehouse: &Warehouse, def: &TableDef, client: &str) -> Result<u64> {
+    let table = warehouse.open_table(def).await?;
+    if table.version().is_none() {
+        return Ok(0);
+    }
+    let provider = table.table_provider().await?;
+    let ctx = SessionContext::new();
+    let df = ctx
+        .read_table(provider)?
+        .filter(col(CLIENT_ID).eq(lit(client)))?;
+    let batches = df
+        .aggregate(
+            vec![],
+            vec![datafusion::functions_aggregate::count::count_all()],
+        )?
+        .collect()
+        .await?;
+    let count = batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Int64Type>().value(0))
+        .unwrap_or(0);
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Client ids are free text; the file name keeps only safe characters.
+fn sanitize(client: &str) -> String {
+    client
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The object store of the warehouse root (local folder or bucket prefix),
+/// for the files that are not tables: audit entries, upkeep locks.
+pub(crate) fn root_store(
+    warehouse: &Warehouse,
+    what: &str,
+) -> Result<std::sync::Arc<dyn object_store::ObjectStore>> {
+    let root = warehouse.url().clone();
+    if let Ok(dir) = root.to_file_path() {
+        std::fs::create_dir_all(&dir).map_err(|source| Error::WarehouseNotWritable {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    Ok(DeltaTableBuilder::from_url(root)
+        .and_then(|b| {
+            b.with_storage_options(warehouse.storage_options())
+                .build_storage()
+        })
+        .map_err(|e| Error::delta(what, e))?
+        .object_store(None))
+}
+
+async fn write_audit(warehouse: &Warehouse, audit: &ErasureAudit) -> Result<()> {
+    let store = root_store(warehouse, AUDIT_PREFIX)?;
+    let body = serde_json::to_vec_pretty(audit)
+        .map_err(|e| Error::InvalidConfig(format!("cannot encode the audit entry: {e}")))?;
+    store
+        .put(
+            &ObjectPath::from(audit.audit_path.as_str()),
+            PutPayload::from(body),
+        )
+        .await
+        .map_err(|e| Error::delta(AUDIT_PREFIX, e.into()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

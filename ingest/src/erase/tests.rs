@@ -1,0 +1,314 @@
+use std::path::{Path, PathBuf};
+
+use adlake_engine::schema::{AD_PERFORMANCE, FX_RATES, INGEST_RUNS};
+use arrow::array::Array;
+use chrono::NaiveDate;
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::*;
+use crate::demo::{DemoOptions, Progress, run_demo};
+use crate::synthetic::{Synthetic, SyntheticConfig};
+use crate::upkeep::MaintainBuilder;
+
+fn config() -> SyntheticConfig {
+    SyntheticConfig {
+        clients: 3,
+        days: 3,
+        rows: 600,
+        seed: 11,
+        end_date: NaiveDate::from_ymd_opt(2025, 5, 31).unwrap(),
+    }
+}
+
+async fn demo_warehouse(dir: &Path) -> (Warehouse, Vec<String>) {
+    let c = config();
+    let opts = DemoOptions {
+        warehouse: dir.to_str().unwrap().to_owned(),
+        clients: c.clients,
+        days: c.days,
+        rows: c.rows,
+        seed: c.seed,
+        end_date: c.end_date,
+    };
+    run_demo(&opts, Progress::Hidden).await.unwrap();
+    let clients = Synthetic::new(c)
+        .clients()
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    (Warehouse::open(dir.to_str().unwrap()).unwrap(), clients)
+}
+
+/// Every parquet file anywhere under `dir`, log and checkpoints included.
+fn all_parquet(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Data files (not checkpoints) holding a row of `client`: either in a
+/// `client_id=<client>` partition folder or with the value in their
+/// `client_id` column.
+fn files_with_client(dir: &Path, client: &str) -> Vec<PathBuf> {
+    all_parquet(dir)
+        .into_iter()
+        .filter(|p| !p.components().any(|c| c.as_os_str() == "_delta_log"))
+        .filter(|p| {
+            if p.components()
+                .any(|c| c.as_os_str() == format!("client_id={client}").as_str())
+            {
+                return true;
+            }
+            let file = std::fs::File::open(p).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+            let has_column = reader.schema().field_with_name(CLIENT_ID).is_ok();
+            if !has_column {
+                return false;
+            }
+            reader.build().unwrap().any(|batch| {
+                let batch = batch.unwrap();
+                let column = batch.column_by_name(CLIENT_ID).unwrap();
+                let column =
+                    arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+                let strings = column.as_string::<i32>();
+                (0..strings.len()).any(|i| strings.is_valid(i) && strings.value(i) == client)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn erasing_a_client_leaves_no_row_and_no_file_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (warehouse, clients) = demo_warehouse(dir.path()).await;
+    let (gone, kept) = (&clients[0], &clients[1]);
+    // Compaction first, so older files holding the client's rows exist
+    // (removed from the table but still on storage).
+    MaintainBuilder::new(&warehouse).execute().await.unwrap();
+    assert!(!files_with_client(dir.path(), gone).is_empty());
+
+    let mut kept_before = Vec::new();
+    let mut gone_before = Vec::new();
+    for def in client_tables() {
+        kept_before.push(count_client_rows(&warehouse, def, kept).await.unwrap());
+        gone_before.push(count_client_rows(&warehouse, def, gone).await.unwrap());
+    }
+    let fx_before = count_all(&warehouse, &FX_RATES).await;
+
+    let audit = EraseBuilder::new(&warehouse, gone.clone(), "dpo@agency.example")
+        .with_reason("ticket GDPR-42")
+        .execute()
+        .await
+        .unwrap();
+
+    // No row of the erased client in any table; every other row stays.
+    for (i, def) in client_tables().into_iter().enumerate() {
+        assert_eq!(
+            count_client_rows(&warehouse, def, gone).await.unwrap(),
+            0,
+            "{}",
+            def.name
+        );
+        assert_eq!(
+            count_client_rows(&warehouse, def, kept).await.unwrap(),
+            kept_before[i],
+            "{}",
+            def.name
+        );
+    }
+    assert_eq!(count_all(&warehouse, &FX_RATES).await, fx_before);
+    // No data file with a row of it remains on storage.
+    assert_eq!(files_with_client(dir.path(), gone), Vec::<PathBuf>::new());
+    assert!(!files_with_client(dir.path(), kept).is_empty());
+
+    // The audit entry names who, when, which tables and versions.
+    assert_eq!(audit.client_id, *gone);
+    assert_eq!(audit.requested_by, "dpo@agency.example");
+    let names: Vec<_> = audit.tables.iter().map(|t| t.table).collect();
+    assert_eq!(
+        names,
+        [
+            "ad_performance",
+            "web_sessions",
+            "orders",
+            "ingest_runs",
+            "quarantine"
+        ]
+    );
+    for (t, before) in audit.tables.iter().zip(&gone_before) {
+        assert_eq!(t.rows_deleted, *before, "{}", t.table);
+        if t.rows_deleted > 0 {
+            assert_eq!(
+                t.version_deleted,
+                t.version_before.map(|v| v + 1),
+                "{}",
+                t.table
+            );
+        } else {
+            assert_eq!(t.version_deleted, None, "{}", t.table);
+        }
+    }
+    assert!(audit.tables[0].rows_deleted > 0);
+    let written = std::fs::read_to_string(dir.path().join(&audit.audit_path)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&written).unwrap();
+    assert_eq!(json["client_id"], gone.as_str());
+    assert_eq!(json["requested_by"], "dpo@agency.example");
+    assert_eq!(json["reason"], "ticket GDPR-42");
+    assert_eq!(json["tables"].as_array().unwrap().len(), 5);
+    assert!(json["started_at"].as_str().unwrap().ends_with('Z'));
+
+    // A second erasure of the same client: it no longer exists.
+    let again = EraseBuilder::new(&warehouse, gone.clone(), "dpo")
+        .execute()
+        .await;
+    assert!(matches!(again, Err(Error::UnknownClient(_))), "{again:?}");
+}
+
+#[tokio::test]
+async fn erasing_an_unknown_client_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (warehouse, _) = demo_warehouse(dir.path()).await;
+    let versions: Vec<_> = {
+        let mut v = Vec::new();
+        for def in all_tables() {
+            v.push(warehouse.open_table(def).await.unwrap().version());
+        }
+        v
+    };
+    let files = all_parquet(dir.path()).len();
+    let err = EraseBuilder::new(&warehouse, "no-such-client", "dpo")
+        .execute()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown client 'no-such-client': no table holds a row of it; nothing was changed"
+    );
+    for (def, version) in all_tables().into_iter().zip(versions) {
+        assert_eq!(
+            warehouse.open_table(def).await.unwrap().version(),
+            version,
+            "{}",
+            def.name
+        );
+    }
+    assert_eq!(all_parquet(dir.path()).len(), files);
+    assert!(!dir.path().join(AUDIT_PREFIX).exists());
+}
+
+#[tokio::test]
+async fn erasure_needs_who_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (warehouse, clients) = demo_warehouse(dir.path()).await;
+    let err = EraseBuilder::new(&warehouse, clients[0].clone(), " ")
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--by"), "{err}");
+    assert!(
+        count_client_rows(&warehouse, &AD_PERFORMANCE, &clients[0])
+            .await
+            .unwrap()
+            > 0
+    );
+    assert!(
+        count_client_rows(&warehouse, &INGEST_RUNS, &clients[0])
+            .await
+            .unwrap()
+            > 0
+    );
+}
+
+async fn count_all(warehouse: &Warehouse, def: &TableDef) -> usize {
+    let table = warehouse.open_table(def).await.unwrap();
+    let ctx = SessionContext::new();
+    ctx.read_table(table.table_provider().await.unwrap())
+        .unwrap()
+        .count()
+        .await
+        .unwrap()
+}
+
+/// Runs `sql` for `scope` through the engine's result cache and drains it,
+/// so the answer is stored.
+async fn cached(engine: &adlake_engine::Engine, scope: &adlake_engine::Scope, sql: &str) {
+    use futures::StreamExt as _;
+    let query = engine.plan(scope, sql).await.unwrap();
+    let (mut stream, _) = engine
+        .execute_cached(scope, sql, query, false)
+        .await
+        .unwrap();
+    while let Some(batch) = stream.next().await {
+        batch.unwrap();
+    }
+    engine.cache().settle().await;
+}
+
+#[tokio::test]
+async fn the_servers_cache_drops_the_erased_clients_answers() {
+    use adlake_engine::{CacheStatus, Engine, Scope};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (warehouse, clients) = demo_warehouse(dir.path()).await;
+    let (gone, kept) = (&clients[0], &clients[1]);
+    let engine = Engine::open(dir.path().to_str().unwrap()).await.unwrap();
+    let ads = "SELECT client_id, sum(clicks) FROM ad_performance GROUP BY client_id";
+    let fx = "SELECT count(*) FROM fx_rates";
+    cached(&engine, &Scope::clients([gone.as_str()]), ads).await;
+    cached(&engine, &Scope::AllClients, ads).await;
+    cached(&engine, &Scope::clients([gone.as_str()]), fx).await;
+    assert_eq!(engine.cache().stats().entries, 3);
+
+    EraseBuilder::new(&warehouse, gone.clone(), "dpo")
+        .execute()
+        .await
+        .unwrap();
+    engine.refresh().await.unwrap();
+    // Both answers that read ad_performance held the client's rows and are
+    // gone; the fx_rates answer holds none (fx_rates did not change) and
+    // stays.
+    assert_eq!(engine.cache().stats().entries, 1);
+    let scope = Scope::clients([gone.as_str()]);
+    let query = engine.plan(&scope, fx).await.unwrap();
+    let (_, status) = engine
+        .execute_cached(&scope, fx, query, false)
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Hit);
+    // The erased client's scope now sees nothing; another client still
+    // sees its rows.
+    let rows = |scope: Scope| {
+        let engine = &engine;
+        async move {
+            let query = engine
+                .plan(&scope, "SELECT count(*) FROM ad_performance")
+                .await
+                .unwrap();
+            let (stream, status) = engine
+                .execute_cached(&scope, "n", query, false)
+                .await
+                .unwrap();
+            assert_eq!(status, CacheStatus::Miss);
+            let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+            batches[0].column(0).as_primitive::<Int64Type>().value(0)
+        }
+    };
+    assert_eq!(rows(Scope::clients([gone.as_str()])).await, 0);
+    let kept_rows = count_client_rows(&warehouse, &AD_PERFORMANCE, kept)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(Scope::clients([kept.as_str()])).await as u64,
+        kept_rows
+    );
+}

@@ -1,0 +1,815 @@
+//! The resilient HTTP layer every connector goes through.
+//!
+//! [`HttpClient::send`] makes one logical call: it takes an access token
+//! (refreshing an OAuth2 token when it is missing, about to expire, or
+//! refused with 401), waits for a slot of the platform's concurrency limit,
+//! puts a timeout on the attempt, lets the connector classify the reply
+//! ([`Verdict`]: the platform's own rate-limit signals are the connector's
+//! to read), and retries transient failures with exponential backoff and
+//! full jitter, honouring a server-given delay. A circuit breaker per source
+//! fails fast after repeated failed calls until a cool-down has passed.
+//! Credentials never appear in `Debug` output, logs or errors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// What kind of failure a source call ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Network error, timeout or 5xx: a later retry can help.
+    Transient,
+    /// The platform's rate limit: a later retry can help.
+    RateLimited,
+    /// Credentials refused or missing: fix the credentials.
+    Auth,
+    /// The request itself is wrong (bad query, unknown account): a retry
+    /// cannot help.
+    Permanent,
+    /// The reply could not be read: a retry is unlikely to help.
+    Malformed,
+    /// The source's circuit breaker is open after repeated failures.
+    CircuitOpen,
+}
+
+/// A failed source call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{source_key}: {message} ({})", if self.retryable() { "a retry later can help" } else { "a retry cannot help" })]
+pub struct SourceError {
+    /// The source (`client/platform`).
+    pub source_key: String,
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened, for people.
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl SourceError {
+    /// Whether retrying the call later can help.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Transient | FailureKind::RateLimited | FailureKind::CircuitOpen
+        )
+    }
+}
+
+/// How a connector judges one HTTP reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Usable.
+    Ok,
+    /// Transient failure; retry, after the given delay when the platform
+    /// named one.
+    Retry {
+        /// Rate limit (true) or other transient failure.
+        rate_limited: bool,
+        /// The platform's own delay.
+        after: Option<Duration>,
+        /// What happened.
+        reason: String,
+    },
+    /// The token was refused.
+    Unauthorized(String),
+    /// A failure no retry can fix.
+    Fail(String),
+}
+
+/// The default judgement of a reply by its status alone: 2xx ok, 401
+/// unauthorized, 408/429/5xx transient (with `Retry-After` honoured),
+/// other 4xx permanent.
+pub fn classify_status(reply: &Reply) -> Verdict {
+    let status = reply.status;
+    if status.is_success() {
+        return Verdict::Ok;
+    }
+    let reason = format!("HTTP {status}: {}", reply.snippet());
+    match status.as_u16() {
+        401 => Verdict::Unauthorized(reason),
+        429 => Verdict::Retry {
+            rate_limited: true,
+            after: retry_after(&reply.headers),
+            reason,
+        },
+        408 | 500 | 502 | 503 | 504 => Verdict::Retry {
+            rate_limited: false,
+            after: retry_after(&reply.headers),
+            reason,
+        },
+        _ => Verdict::Fail(reason),
+    }
+}
+
+/// The `Retry-After` header in seconds (fractions accepted).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("retry-after")?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// One HTTP reply, read in full.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Vec<u8>,
+    /// The platform's request id (from the first header of
+    /// [`REQUEST_ID_HEADERS`] present).
+    pub request_id: Option<String>,
+}
+
+/// Headers platforms put their request id in.
+pub const REQUEST_ID_HEADERS: [&str; 6] = [
+    "request-id",
+    "x-request-id",
+    "x-fb-trace-id",
+    "x-li-uuid",
+    "x-tt-logid",
+    "x-goog-request-id",
+];
+
+impl Reply {
+    /// The first 300 characters of the body, for error messages.
+    pub fn snippet(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let mut s: String = text.chars().take(300).collect();
+        if text.chars().count() > 300 {
+            s.push('…');
+        }
+        s.replace('\n', " ")
+    }
+}
+
+/// Credentials of one source. `Debug` never shows a secret.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// A long-lived access token (TikTok, Shopify) or a fixed one.
+    pub access_token: Option<String>,
+    /// OAuth2 token endpoint for the refresh-token flow.
+    pub token_url: Option<String>,
+    /// OAuth2 client id.
+    pub client_id: Option<String>,
+    /// OAuth2 client secret.
+    pub client_secret: Option<String>,
+    /// OAuth2 refresh token.
+    pub refresh_token: Option<String>,
+    /// Google Ads developer token.
+    pub developer_token: Option<String>,
+    /// Google Ads manager account id.
+    pub login_customer_id: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Credentials")
+            .field("access_token", &shown(&self.access_token))
+            .field("token_url", &self.token_url)
+            .field("client_id", &shown(&self.client_id))
+            .field("client_secret", &shown(&self.client_secret))
+            .field("refresh_token", &shown(&self.refresh_token))
+            .field("developer_token", &shown(&self.developer_token))
+            .field("login_customer_id", &self.login_customer_id)
+            .finish()
+    }
+}
+
+impl Credentials {
+    fn can_refresh(&self) -> bool {
+        self.token_url.is_some() && self.refresh_token.is_some()
+    }
+}
+
+/// Tunables of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Timeout of each attempt.
+    pub timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    /// First backoff delay.
+    pub base_delay: Duration,
+    /// Longest backoff delay, and the longest server-given delay waited for.
+    pub max_delay: Duration,
+    /// Failed calls in a row that open a source's circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast.
+    pub breaker_cooldown: Duration,
+    /// Calls in flight per platform.
+    pub platform_concurrency: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(60),
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(300),
+            platform_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    expires_at: Option<Instant>,
+}
+
+/// One logical request: how to build it again for each attempt.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// HTTP method.
+    pub method: Method,
+    /// Full URL.
+    pub url: String,
+    /// Extra headers (names and values).
+    pub headers: Vec<(String, String)>,
+    /// JSON body.
+    pub json: Option<serde_json::Value>,
+    /// Header carrying the token: `None` for `Authorization: Bearer`.
+    pub token_header: Option<&'static str>,
+}
+
+impl Call {
+    /// A GET of `url`.
+    pub fn get(url: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            url: url.into(),
+            headers: Vec::new(),
+            json: None,
+            token_header: None,
+        }
+    }
+
+    /// A POST of `body` as JSON to `url`.
+    pub fn post_json(url: impl Into<String>, body: serde_json::Value) -> Self {
+        Self {
+            method: Method::POST,
+            url: url.into(),
+            headers: Vec::new(),
+            json: Some(body),
+            token_header: None,
+        }
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends the token in `name` instead of `Authorization: Bearer`.
+    #[must_use]
+    pub fn token_in(mut self, name: &'static str) -> Self {
+        self.token_header = Some(name);
+        self
+    }
+}
+
+/// The shared, resilient HTTP client.
+pub struct HttpClient {
+    inner: reqwest::Client,
+    config: HttpConfig,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tokens: Mutex<HashMap<String, Token>>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+impl HttpClient {
+    /// A client with `config`.
+    pub fn new(config: HttpConfig) -> crate::Result<Self> {
+        let inner = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("adlake-ingest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                crate::Error::InvalidConfig(format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(Self {
+            inner,
+            config,
+            breakers: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.config
+    }
+
+    fn slot(&self, platform: &str) -> Arc<Semaphore> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            slots.entry(platform.to_owned()).or_insert_with(|| {
+                Arc::new(Semaphore::new(self.config.platform_concurrency.max(1)))
+            }),
+        )
+    }
+
+    fn breaker_open(&self, source_key: &str) -> bool {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.entry(source_key.to_owned()).or_default();
+        match b.open_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                // Half-open: let one call through; one more failure re-opens.
+                b.open_until = None;
+                b.failures = self.config.breaker_threshold.saturating_sub(1);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, source_key: &str, ok: bool) {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let b = breakers.entry(source_key.to_owned()).or_default();
+        if ok {
+            *b = Breaker::default();
+        } else {
+            b.failures += 1;
+            if b.failures >= self.config.breaker_threshold {
+                warn!(
+                    source = source_key,
+                    "circuit opened after repeated failures"
+                );
+                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
+            }
+        }
+    }
+
+    /// Whether `source_key`'s circuit is open now.
+    pub fn is_open(&self, source_key: &str) -> bool {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        breakers
+            .get(source_key)
+            .and_then(|b| b.open_until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Backoff before attempt `attempt + 1`: exponential, capped, with full
+    /// jitter; a server-given delay is a floor.
+    fn delay(&self, attempt: u32, after: Option<Duration>) -> Duration {
+        let exp = self
+            .config
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.config.max_delay);
+        let jittered = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
+        match after {
+            Some(after) => after.max(jittered).min(self.config.max_delay),
+            None => jittered,
+        }
+    }
+
+    async fn token(
+        &self,
+        cred_key: &str,
+        creds: &Credentials,
+        source_key: &str,
+    ) -> Result<Option<String>, SourceError> {
+        if !creds.can_refresh() {
+            return Ok(creds.access_token.clone());
+        }
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cred_key)
+            .filter(|t| t.expires_at.is_none_or(|e| Instant::now() < e))
+        {
+            return Ok(Some(t.value.clone()));
+        }
+        let fail = |kind, message: String| SourceError {
+            source_key: source_key.to_owned(),
+            kind,
+            message,
+            attempts: 1,
+        };
+        let url = creds.token_url.as_deref().unwrap_or_default();
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                creds.refresh_token.as_deref().unwrap_or_default(),
+            ),
+        ];
+        if let Some(id) = &creds.client_id {
+            form.push(("client_id", id));
+        }
+        if let Some(secret) = &creds.client_secret {
+            form.push(("client_secret", secret));
+        }
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let reply = self
+            .inner
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    FailureKind::Transient,
+                    format!("token refresh failed: {}", without_url(&e)),
+                )
+            })?;
+        let status = reply.status();
+        let bytes = reply.bytes().await.map_err(|e| {
+            fail(
+                FailureKind::Transient,
+                format!("token refresh failed: {}", without_url(&e)),
+            )
+        })?;
+        if !status.is_success() {
+            let kind = if status.is_server_error() {
+                FailureKind::Transient
+            } else {
+                FailureKind::Auth
+            };
+            return Err(fail(
+                kind,
+                format!("token refresh refused with HTTP {status}"),
+            ));
+        }
+        let parsed: TokenReply = serde_json::from_slice(&bytes).map_err(|_| {
+            fail(
+                FailureKind::Auth,
+                "token refresh reply has no access_token".to_owned(),
+            )
+        })?;
+        let expires_at = parsed
+            .expires_in
+            .map(|s| Instant::now() + Duration::from_secs(s.saturating_sub(60)));
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                cred_key.to_owned(),
+                Token {
+                    value: parsed.access_token.clone(),
+                    expires_at,
+                },
+            );
+        debug!(source = source_key, "access token refreshed");
+        Ok(Some(parsed.access_token))
+    }
+
+    fn forget_token(&self, cred_key: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cred_key);
+    }
+
+    /// Makes `call` for `source_key` (a source of `platform`) with the
+    /// credentials named `cred_key`, judging each reply with `classify`.
+    pub async fn send(
+        &self,
+        source_key: &str,
+        platform: &str,
+        cred_key: &str,
+        creds: &Credentials,
+        call: &Call,
+        classify: impl Fn(&Reply) -> Verdict,
+    ) -> Result<Reply, SourceError> {
+        let mut attempts = 0u32;
+        let mut refreshed = false;
+        let fail = |kind, message: String, attempts| SourceError {
+            source_key: source_key.to_owned(),
+            kind,
+            message,
+            attempts,
+        };
+        loop {
+            if self.breaker_open(source_key) {
+                return Err(fail(
+                    FailureKind::CircuitOpen,
+                    "circuit open after repeated failures; not calling the platform".to_owned(),
+                    attempts,
+                ));
+            }
+            attempts += 1;
+            let token = match self.token(cred_key, creds, source_key).await {
+                Ok(t) => t,
+                Err(mut e) => {
+                    e.attempts = attempts;
+                    if e.retryable() && attempts < self.config.max_attempts {
+                        tokio::time::sleep(self.delay(attempts, None)).await;
+                        continue;
+                    }
+                    self.record(source_key, false);
+                    return Err(e);
+                }
+            };
+            let outcome = {
+                let slot = self.slot(platform);
+                let _permit = slot.acquire_owned().await;
+                let mut req = self.inner.request(call.method.clone(), &call.url);
+                for (k, v) in &call.headers {
+                    req = req.header(k, v);
+                }
+                if let Some(token) = &token {
+                    req = match call.token_header {
+                        Some(name) => req.header(name, token),
+                        None => req.bearer_auth(token),
+                    };
+                }
+                if let Some(json) = &call.json {
+                    req = req.json(json);
+                }
+                match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let headers = resp.headers().clone();
+                        match resp.bytes().await {
+                            Ok(body) => Ok(Reply {
+                                request_id: REQUEST_ID_HEADERS.iter().find_map(|h| {
+                                    headers
+                                        .get(*h)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_owned)
+                                }),
+                                status,
+                                headers,
+                                body: body.to_vec(),
+                            }),
+                            Err(e) => Err(without_url(&e)),
+                        }
+                    }
+                    Err(e) => Err(without_url(&e)),
+                }
+            };
+            let verdict = match &outcome {
+                Ok(reply) => classify(reply),
+                Err(message) => Verdict::Retry {
+                    rate_limited: false,
+                    after: None,
+                    reason: message.clone(),
+                },
+            };
+            match verdict {
+                Verdict::Ok => {
+                    self.record(source_key, true);
+                    return outcome.map_err(|m| fail(FailureKind::Transient, m, attempts));
+                }
+                Verdict::Unauthorized(reason) if creds.can_refresh() && !refreshed => {
+                    debug!(source = source_key, "token refused; refreshing once");
+                    refreshed = true;
+                    self.forget_token(cred_key);
+                    let _ = reason;
+                }
+                Verdict::Unauthorized(reason) => {
+                    self.record(source_key, false);
+                    return Err(fail(
+                        FailureKind::Auth,
+                        format!("credentials refused: {reason}"),
+                        attempts,
+                    ));
+                }
+                Verdict::Fail(reason) => {
+                    // The request is wrong, not the platform: no breaker count.
+                    return Err(fail(FailureKind::Permanent, reason, attempts));
+                }
+                Verdict::Retry {
+                    rate_limited,
+                    after,
+                    reason,
+                } => {
+                    let kind = if rate_limited {
+                        FailureKind::RateLimited
+                    } else {
+                        FailureKind::Transient
+                    };
+                    let too_long = after.is_some_and(|a| a > self.config.max_delay);
+                    if attempts >= self.config.max_attempts || too_long {
+                        self.record(source_key, false);
+                        let why = if too_long {
+                            "the platform asks to wait longer than allowed"
+                        } else {
+                            "gave up"
+                        };
+                        return Err(fail(
+                            kind,
+                            format!("{why} after {attempts} attempts: {reason}"),
+                            attempts,
+                        ));
+                    }
+                    let wait = self.delay(attempts, after);
+                    debug!(source = source_key, attempt = attempts, ?wait, %reason, "retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// A reqwest error without its URL (which can carry tokens in a query).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the reply failed"
+    } else {
+        "request failed"
+    };
+    let inner = std::error::Error::source(e)
+        .map(|s| format!(": {s}"))
+        .unwrap_or_default();
+    format!("{kind}{inner}")
+}
+
+/// Percent-encodes a query or form value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char);
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Parses a protobuf-JSON duration such as `"3s"` or `"1.5s"`.
+pub fn proto_duration(s: &str) -> Option<Duration> {
+    let secs = s.trim().strip_suffix('s')?.parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(threshold: u32, cooldown: Duration) -> HttpClient {
+        HttpClient::new(HttpConfig {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1_000),
+            breaker_threshold: threshold,
+            breaker_cooldown: cooldown,
+            ..HttpConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_is_capped_and_honours_the_platform() {
+        let c = client(5, Duration::from_secs(60));
+        for _ in 0..200 {
+            // Attempt n waits within [base * 2^(n-1) / 2, base * 2^(n-1)].
+            for (attempt, full) in [
+                (1, 100),
+                (2, 200),
+                (3, 400),
+                (4, 800),
+                (5, 1_000),
+                (9, 1_000),
+            ] {
+                let d = c.delay(attempt, None);
+                let full = Duration::from_millis(full);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            }
+            // A server-given delay is a floor, and the cap still holds.
+            assert!(c.delay(1, Some(Duration::from_millis(700))) >= Duration::from_millis(700));
+            assert_eq!(
+                c.delay(1, Some(Duration::from_secs(30))),
+                Duration::from_millis(1_000)
+            );
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_half_opens_after_the_cooldown() {
+        let c = client(2, Duration::from_secs(600));
+        c.record("a/google_ads", false);
+        assert!(!c.breaker_open("a/google_ads"));
+        c.record("a/google_ads", false);
+        assert!(c.breaker_open("a/google_ads") && c.is_open("a/google_ads"));
+        // Another source is not affected.
+        assert!(!c.breaker_open("b/google_ads"));
+
+        // A zero cool-down: the next call goes through (half-open); one
+        // more failure opens the circuit again, a success closes it.
+        let c = client(3, Duration::ZERO);
+        for _ in 0..3 {
+            c.record("s", false);
+        }
+        assert!(!c.breaker_open("s"));
+        c.record("s", true);
+        c.record("s", false);
+        assert!(!c.breaker_open("s"), "a success resets the count");
+        for _ in 0..3 {
+            c.record("s", false);
+        }
+        assert!(!c.breaker_open("s"));
+        {
+            let breakers = c.breakers.lock().unwrap();
+            assert_eq!(
+                breakers["s"].failures, 2,
+                "half-open: one failure from open"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_say_whether_a_retry_can_help() {
+        let reply = |status: u16, headers: &[(&'static str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, v.parse().unwrap());
+            }
+            Reply {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: h,
+                body: b"{}".to_vec(),
+                request_id: None,
+            }
+        };
+        assert_eq!(classify_status(&reply(200, &[])), Verdict::Ok);
+        assert!(matches!(
+            classify_status(&reply(401, &[])),
+            Verdict::Unauthorized(_)
+        ));
+        assert!(matches!(
+            classify_status(&reply(429, &[("retry-after", "2.5")])),
+            Verdict::Retry { rate_limited: true, after: Some(d), .. } if d == Duration::from_millis(2_500)
+        ));
+        assert!(matches!(
+            classify_status(&reply(503, &[])),
+            Verdict::Retry {
+                rate_limited: false,
+                after: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_status(&reply(404, &[])),
+            Verdict::Fail(_)
+        ));
+        let e = SourceError {
+            source_key: "c/meta_ads".to_owned(),
+            kind: FailureKind::Permanent,
+            message: "bad field".to_owned(),
+            attempts: 1,
+        };
+        assert_eq!(e.to_string(), "c/meta_ads: bad field (a retry cannot help)");
+        assert_eq!(proto_duration("1.5s"), Some(Duration::from_millis(1_500)));
+        assert_eq!(proto_duration("soon"), None);
+        assert_eq!(url_encode("a b/é"), "a%20b%2F%C3%A9");
+    }
+}

@@ -1,0 +1,514 @@
+//! Ingest jobs: one (client, source, date range) each, fetched from the
+//! platform (or read from saved files), validated, and written as one
+//! idempotent slice replace with its `ingest_runs` row.
+//!
+//! [`due_jobs`] gives the daily jobs (yesterday in the client's time zone
+//! plus the source's lookback window), [`backfill_jobs`] splits a long range
+//! into chunks the platform accepts, [`Ingestor::run_jobs`] runs jobs with
+//! bounded concurrency per platform, [`Ingestor::ingest_files`] runs saved
+//! payloads through the same parsers, and [`Ingestor::worker`] runs the
+//! schedule so that yesterday's data lands before 08:00 client-local.
+
+pub mod cli;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::config::{ClientConfig, Config, Secrets, SourceConfig};
+use crate::connectors::{
+    self, FetchContext, ParseContext, Parsed, Record, SourceKind, merge_ad_rows, records_to_batch,
+};
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
+use crate::synthetic::Lineage;
+use crate::validate::{Rules, append_quarantine, validate};
+use crate::warehouse::Warehouse;
+use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
+
+/// One job: a client's source over a date range.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The client.
+    pub client: ClientConfig,
+    /// The source.
+    pub source: SourceConfig,
+    /// First date.
+    pub from: NaiveDate,
+    /// Last date (inclusive).
+    pub to: NaiveDate,
+    /// Why it runs.
+    pub trigger: Trigger,
+}
+
+/// What a job did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobReport {
+    /// Run id (in `ingest_runs`, the rows and the commit).
+    pub run_id: String,
+    /// Client.
+    pub client: String,
+    /// Source.
+    pub source: SourceKind,
+    /// First date.
+    pub from: NaiveDate,
+    /// Last date.
+    pub to: NaiveDate,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Records sent to quarantine.
+    pub rows_quarantined: u64,
+    /// The Delta version written, when it succeeded.
+    pub version: Option<u64>,
+    /// Source request ids.
+    pub request_ids: Vec<String>,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
+impl JobReport {
+    /// Whether the job committed its slice.
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Yesterday in `client`'s time zone at `now`.
+pub fn client_yesterday(client: &ClientConfig, now: DateTime<Utc>) -> NaiveDate {
+    let today = now.with_timezone(&client.time_zone).date_naive();
+    today.pred_opt().unwrap_or(today)
+}
+
+/// Every (client, source) job due at `now`: yesterday in the client's time
+/// zone and the source's lookback window before it.
+pub fn due_jobs(config: &Config, now: DateTime<Utc>) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for client in &config.clients {
+        let to = client_yesterday(client, now);
+        for source in &client.sources {
+            let from = to
+                .checked_sub_days(Days::new(u64::from(source.lookback_days)))
+                .unwrap_or(to);
+            jobs.push(Job {
+                client: client.clone(),
+                source: source.clone(),
+                from,
+                to,
+                trigger: Trigger::Schedule,
+            });
+        }
+    }
+    jobs
+}
+
+/// The jobs the worker runs at `now`: those of clients whose local time has
+/// passed `run_at`, for every source whose yesterday has not landed yet
+/// (`landed` holds the last day landed per client and source).
+pub fn worker_due(
+    config: &Config,
+    now: DateTime<Utc>,
+    run_at: NaiveTime,
+    landed: &HashMap<(String, SourceKind), NaiveDate>,
+) -> Vec<Job> {
+    due_jobs(config, now)
+        .into_iter()
+        .filter(|job| {
+            let local = now.with_timezone(&job.client.time_zone).time();
+            local >= run_at
+                && landed.get(&(job.client.id.clone(), job.source.kind)) != Some(&job.to)
+        })
+        .collect()
+}
+
+/// The jobs of a backfill of `client`'s `source` over `since..=until`, in
+/// chunks of at most the platform's longest range.
+pub fn backfill_jobs(
+    config: &Config,
+    client: &str,
+    source: SourceKind,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> Result<Vec<Job>> {
+    let c = config
+        .client(client)
+        .ok_or_else(|| Error::InvalidConfig(format!("client '{client}' is not configured")))?;
+    let s = c.sources.iter().find(|s| s.kind == source).ok_or_else(|| {
+        Error::InvalidConfig(format!("client '{client}' has no source '{source}'"))
+    })?;
+    if since > until {
+        return Err(Error::InvalidConfig(format!(
+            "--since {since} is after --until {until}"
+        )));
+    }
+    let mut jobs = Vec::new();
+    let mut from = since;
+    let chunk = u64::from(source.max_chunk_days());
+    while from <= until {
+        let to = from
+            .checked_add_days(Days::new(chunk - 1))
+            .map_or(until, |d| d.min(until));
+        jobs.push(Job {
+            client: c.clone(),
+            source: s.clone(),
+            from,
+            to,
+            trigger: Trigger::Backfill,
+        });
+        match to.succ_opt() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
+    Ok(jobs)
+}
+
+/// Runs jobs against a warehouse.
+#[derive(Debug)]
+pub struct Ingestor {
+    warehouse: Warehouse,
+    http: Arc<HttpClient>,
+    secrets: Secrets,
+    concurrency: usize,
+}
+
+impl Ingestor {
+    /// An ingestor writing to `warehouse`, calling platforms through `http`.
+    pub fn new(warehouse: Warehouse, http: Arc<HttpClient>, secrets: Secrets) -> Self {
+        Self {
+            warehouse,
+            http,
+            secrets,
+            concurrency: 4,
+        }
+    }
+
+    /// Jobs in flight at once (the HTTP layer also limits calls per
+    /// platform).
+    #[must_use]
+    pub fn with_concurrency(mut self, jobs: usize) -> Self {
+        self.concurrency = jobs.max(1);
+        self
+    }
+
+    /// The warehouse.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    fn parse_context(&self, source: &SourceConfig, account: &str) -> ParseContext {
+        let mut ctx = ParseContext::new(account).with_canonical_action(&source.canonical_action);
+        if let Some(c) = &source.currency {
+            ctx = ctx.with_currency(c);
+        }
+        if let Some(k) = &self.secrets.customer_hash_key {
+            ctx = ctx.with_customer_hash_key(k.as_bytes());
+        }
+        ctx
+    }
+
+    /// Runs `jobs`, at most the configured number at once and one per
+    /// (client, platform) slice at a time; returns a report per job in
+    /// input order.
+    pub async fn run_jobs(&self, jobs: Vec<Job>) -> Vec<JobReport> {
+        // Creating a table is a metadata commit that concurrent first
+        // writers would race on; create every table before any job runs.
+        if let Err(e) = self.warehouse.ensure_tables().await {
+            warn!(error = %e, "could not create the tables up front");
+        }
+        let per_platform: HashMap<SourceKind, Arc<Semaphore>> = SourceKind::ALL
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    Arc::new(Semaphore::new(
+                        self.http.config().platform_concurrency.max(1),
+                    )),
+                )
+            })
+            .collect();
+        futures::stream::iter(jobs.into_iter().map(|job| {
+            let slot = Arc::clone(&per_platform[&job.source.kind]);
+            async move {
+                let _permit = slot.acquire_owned().await;
+                self.run_job(&job).await
+            }
+        }))
+        .buffered(self.concurrency)
+        .collect()
+        .await
+    }
+
+    /// Fetches, validates and writes one job. A fetch failure writes nothing
+    /// but a failed `ingest_runs` row; the table stays as it was.
+    pub async fn run_job(&self, job: &Job) -> JobReport {
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let started_at = Utc::now();
+        let kind = job.source.kind;
+        let source_key = format!("{}/{}", job.client.id, kind);
+        let mut parsed = Parsed::default();
+        let mut request_ids = Vec::new();
+        let mut failure = None;
+        match self.secrets.credentials(&job.source.credentials) {
+            None => {
+                failure = Some(format!(
+                    "{source_key}: credentials '{}' are not in the secrets file or environment",
+                    job.source.credentials
+                ));
+            }
+            Some(creds) => {
+                for account in &job.source.accounts {
+                    let ctx = FetchContext {
+                        http: &self.http,
+                        source_key: source_key.clone(),
+                        cred_key: job.source.credentials.clone(),
+                        creds: &creds,
+                        base_url: job.source.endpoint.replace("{account}", account),
+                        parse: self.parse_context(&job.source, account),
+                        from: job.from,
+                        to: job.to,
+                    };
+                    match connectors::fetch(kind, &ctx).await {
+                        Ok(f) => {
+                            parsed.extend(f.parsed);
+                            request_ids.extend(f.request_ids);
+                        }
+                        Err(e) => {
+                            failure = Some(format!("account {account}: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(error) = failure {
+            warn!(client = %job.client.id, source = %kind, %error, "job failed; nothing written");
+            let record = RunRecord {
+                run_id: run_id.clone(),
+                client_id: job.client.id.clone(),
+                source: kind.as_str().to_owned(),
+                trigger: job.trigger,
+                date_from: job.from,
+                date_to: job.to,
+                started_at,
+                finished_at: Utc::now(),
+                status: RunStatus::Failed,
+                rows_read: 0,
+                rows_written: 0,
+                rows_quarantined: 0,
+                target_table: kind.table().name.to_owned(),
+                table_version: None,
+                source_request_ids: request_ids.clone(),
+                error: Some(error.clone()),
+            };
+            if let Err(e) = append_run(&self.warehouse, &record).await {
+                warn!(%run_id, error = %e, "could not record the failed run");
+            }
+            return self.report(job, run_id, request_ids, Err(error));
+        }
+        let result = self
+            .write(job, &run_id, parsed, request_ids.clone())
+            .await
+            .map_err(|e| e.to_string());
+        self.report(job, run_id, request_ids, result)
+    }
+
+    fn report(
+        &self,
+        job: &Job,
+        run_id: String,
+        request_ids: Vec<String>,
+        result: std::result::Result<(u64, u64, u64), String>,
+    ) -> JobReport {
+        let (rows_written, rows_quarantined, version, error) = match result {
+            Ok((w, q, v)) => (w, q, Some(v), None),
+            Err(e) => (0, 0, None, Some(e)),
+        };
+        JobReport {
+            run_id,
+            client: job.client.id.clone(),
+            source: job.source.kind,
+            from: job.from,
+            to: job.to,
+            rows_written,
+            rows_quarantined,
+            version,
+            request_ids,
+            error,
+        }
+    }
+
+    /// Validates `parsed`, quarantines the rejects and replaces the slice;
+    /// returns (rows written, rows quarantined, version).
+    async fn write(
+        &self,
+        job: &Job,
+        run_id: &str,
+        parsed: Parsed,
+        request_ids: Vec<String>,
+    ) -> Result<(u64, u64, u64)> {
+        let kind = job.source.kind;
+        let rules = Rules {
+            from: job.from,
+            to: job.to,
+            clicks_within_impressions: kind.clicks_within_impressions(),
+        };
+        let (good, mut rejects) = validate(parsed.records, &rules);
+        rejects.splice(0..0, parsed.rejects);
+        let good = merge(good);
+        append_quarantine(
+            &self.warehouse,
+            run_id,
+            &job.client.id,
+            kind.as_str(),
+            &rejects,
+        )
+        .await?;
+        let lineage = Lineage::new(kind.lineage_source(), run_id);
+        let table = kind.table();
+        let batch = records_to_batch(table, &job.client.id, kind.source_value(), &good, &lineage)?;
+        let written = WriteSliceBuilder::new(&self.warehouse, table)
+            .with_client(job.client.id.clone())
+            .with_source(kind.source_value())
+            .with_run_source(kind.as_str())
+            .with_date_range(job.from, job.to)
+            .with_run(run_id)
+            .with_trigger(job.trigger)
+            .with_rows_quarantined(rejects.len() as u64)
+            .with_source_request_ids(request_ids)
+            .execute(vec![batch])
+            .await?;
+        info!(
+            client = %job.client.id, source = %kind, from = %job.from, to = %job.to,
+            rows = written.rows_written, quarantined = rejects.len(), version = written.version,
+            "slice landed"
+        );
+        Ok((written.rows_written, rejects.len() as u64, written.version))
+    }
+
+    /// Ingests saved payload files (JSON API payloads, or CSV exports when
+    /// the name ends in `.csv`) of `kind` for `client` (account from
+    /// `account`, or the source's first configured account). The slice is
+    /// the range of dates the good records cover.
+    pub async fn ingest_files(
+        &self,
+        client: &ClientConfig,
+        source: &SourceConfig,
+        account: Option<&str>,
+        paths: &[PathBuf],
+    ) -> Result<JobReport> {
+        let account = account
+            .map(str::to_owned)
+            .or_else(|| source.accounts.first().cloned())
+            .ok_or_else(|| Error::InvalidConfig("an account id is required".to_owned()))?;
+        let ctx = self.parse_context(source, &account);
+        let mut parsed = Parsed::default();
+        for path in paths {
+            let body = std::fs::read(path).map_err(|e| {
+                Error::InvalidConfig(format!("cannot read '{}': {e}", path.display()))
+            })?;
+            let csv = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+            let one = if csv {
+                connectors::parse_csv_export(source.kind, &body, &ctx)
+            } else {
+                connectors::parse_payload(source.kind, &body, &ctx)
+            };
+            let one =
+                one.map_err(|m| Error::InvalidConfig(format!("'{}': {m}", path.display())))?;
+            parsed.extend(one);
+        }
+        let dates: BTreeSet<NaiveDate> = parsed.records.iter().map(Record::date).collect();
+        let (Some(from), Some(to)) = (dates.first().copied(), dates.last().copied()) else {
+            return Err(Error::InvalidConfig(format!(
+                "no usable record in the files ({} rejected: {})",
+                parsed.rejects.len(),
+                parsed
+                    .rejects
+                    .first()
+                    .map(|r| r.reason.as_str())
+                    .unwrap_or("the files hold no records")
+            )));
+        };
+        let job = Job {
+            client: client.clone(),
+            source: source.clone(),
+            from,
+            to,
+            trigger: Trigger::File,
+        };
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let ids = paths
+            .iter()
+            .map(|p| format!("file:{}", p.display()))
+            .collect::<Vec<_>>();
+        let result = self.write(&job, &run_id, parsed, ids.clone()).await;
+        match result {
+            Ok(r) => Ok(self.report(&job, run_id, ids, Ok(r))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs the schedule: every `tick`, each client whose local time has
+    /// passed `run_at` and whose yesterday has not landed yet gets its due
+    /// jobs run. `run_at` should leave the platforms time to settle the day
+    /// and the jobs time to finish before 08:00 client-local. Stops after
+    /// `max_ticks` ticks when given.
+    pub async fn worker(
+        &self,
+        config: &Config,
+        run_at: NaiveTime,
+        tick: Duration,
+        max_ticks: Option<u64>,
+    ) -> Vec<JobReport> {
+        let mut landed: HashMap<(String, SourceKind), NaiveDate> = HashMap::new();
+        let mut all = Vec::new();
+        let mut ticks = 0u64;
+        loop {
+            let due = worker_due(config, Utc::now(), run_at, &landed);
+            if !due.is_empty() {
+                info!(jobs = due.len(), "running due jobs");
+            }
+            for report in self.run_jobs(due).await {
+                if report.succeeded() {
+                    landed.insert((report.client.clone(), report.source), report.to);
+                }
+                all.push(report);
+            }
+            ticks += 1;
+            if max_ticks.is_some_and(|m| ticks >= m) {
+                return all;
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+}
+
+/// Merges ad rows with the same key (hourly rows into days); other records
+/// pass through.
+fn merge(records: Vec<Record>) -> Vec<Record> {
+    let (ads, other): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| matches!(r, Record::Ad(_)));
+    let ads = ads
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Ad(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    merge_ad_rows(ads)
+        .into_iter()
+        .map(Record::Ad)
+        .chain(other)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

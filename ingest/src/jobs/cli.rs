@@ -1,0 +1,237 @@
+//! The `run`, `backfill`, `file` and `worker` commands of `adlake-ingest`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveTime, Utc};
+
+use super::{Ingestor, JobReport, backfill_jobs, due_jobs};
+use crate::config::{Config, Secrets};
+use crate::connectors::SourceKind;
+use crate::error::{Error, Result};
+use crate::http::{HttpClient, HttpConfig};
+use crate::warehouse::Warehouse;
+
+/// What every job command needs.
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// The client configuration file.
+    #[arg(long, value_name = "FILE", env = "ADLAKE_INGEST_CONFIG")]
+    pub config: PathBuf,
+    /// The secrets file (credentials; `ADLAKE_SECRET_<NAME>_<FIELD>`
+    /// variables complete or override it).
+    #[arg(long, value_name = "FILE", env = "ADLAKE_SECRETS")]
+    pub secrets: Option<PathBuf>,
+    /// Warehouse directory or URL (default: the configuration's, else
+    /// ./data/warehouse).
+    #[arg(long, value_name = "URL", env = "ADLAKE_WAREHOUSE")]
+    pub warehouse: Option<String>,
+    /// Jobs in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Timeout of each platform call, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub timeout_secs: f64,
+    /// Attempts per platform call.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds (doubles per attempt, with jitter).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub base_delay_ms: u64,
+}
+
+/// `adlake-ingest run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    /// Shared options.
+    pub common: CommonArgs,
+}
+
+/// `adlake-ingest backfill`.
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    /// Shared options.
+    pub common: CommonArgs,
+    /// The client.
+    #[arg(long)]
+    pub client: String,
+    /// The source (platform).
+    #[arg(long)]
+    pub source: String,
+    /// First date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub since: NaiveDate,
+    /// Last date, YYYY-MM-DD (default: yesterday in the client's time zone).
+    #[arg(long, value_parser = parse_date)]
+    pub until: Option<NaiveDate>,
+}
+
+/// `adlake-ingest file`.
+#[derive(Debug, clap::Args)]
+pub struct FileArgs {
+    #[command(flatten)]
+    /// Shared options.
+    pub common: CommonArgs,
+    /// The client.
+    #[arg(long)]
+    pub client: String,
+    /// The platform of the payloads.
+    #[arg(long)]
+    pub platform: String,
+    /// The account the payloads are of (default: the source's first).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Saved API payloads (JSON) or platform CSV exports (`.csv`, header
+    /// row of API field names).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `adlake-ingest worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    /// Shared options.
+    pub common: CommonArgs,
+    /// Client-local time after which yesterday is pulled, HH:MM.
+    #[arg(long, value_name = "HH:MM", default_value = "03:00", value_parser = parse_time)]
+    pub run_at: NaiveTime,
+    /// Seconds between schedule checks.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub tick_secs: u64,
+    /// Stop after this many checks (default: run forever).
+    #[arg(long, value_name = "N")]
+    pub max_ticks: Option<u64>,
+}
+
+fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a date as YYYY-MM-DD, got '{s}'"))
+}
+
+fn parse_time(s: &str) -> std::result::Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s.trim(), "%H:%M")
+        .map_err(|_| format!("expected a time as HH:MM, got '{s}'"))
+}
+
+fn setup(common: &CommonArgs) -> Result<(Config, Ingestor)> {
+    let config = Config::load(&common.config).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let secrets = match &common.secrets {
+        Some(path) => Secrets::load(path).map_err(|e| Error::InvalidConfig(e.to_string()))?,
+        None => Secrets::default(),
+    };
+    let location = common
+        .warehouse
+        .clone()
+        .or_else(|| config.warehouse.clone())
+        .unwrap_or_else(|| "./data/warehouse".to_owned());
+    let warehouse = Warehouse::open(&location)?;
+    if !(common.timeout_secs.is_finite() && common.timeout_secs > 0.0) {
+        return Err(Error::InvalidConfig(
+            "--timeout-secs must be positive".to_owned(),
+        ));
+    }
+    let http = HttpClient::new(HttpConfig {
+        timeout: Duration::from_secs_f64(common.timeout_secs),
+        max_attempts: common.max_attempts.max(1),
+        base_delay: Duration::from_millis(common.base_delay_ms),
+        ..HttpConfig::default()
+    })?;
+    let ingestor =
+        Ingestor::new(warehouse, Arc::new(http), secrets).with_concurrency(common.concurrency);
+    Ok((config, ingestor))
+}
+
+/// Prints one line per job; an error when any failed.
+fn summarize(reports: &[JobReport]) -> Result<()> {
+    for r in reports {
+        match &r.error {
+            None => println!(
+                "ok     {:<24} {:<13} {}..{}  {:>8} rows  {:>5} quarantined  version {}  run {}",
+                r.client,
+                r.source.as_str(),
+                r.from,
+                r.to,
+                r.rows_written,
+                r.rows_quarantined,
+                r.version.unwrap_or_default(),
+                r.run_id
+            ),
+            Some(e) => println!(
+                "FAILED {:<24} {:<13} {}..{}  run {}: {e}",
+                r.client,
+                r.source.as_str(),
+                r.from,
+                r.to,
+                r.run_id
+            ),
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.succeeded()).count();
+    if failed > 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{failed} of {} jobs failed; their slices are unchanged",
+            reports.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs `run`.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let (config, ingestor) = setup(&args.common)?;
+    let reports = ingestor.run_jobs(due_jobs(&config, Utc::now())).await;
+    summarize(&reports)
+}
+
+/// Runs `backfill`.
+pub async fn backfill(args: BackfillArgs) -> Result<()> {
+    let (config, ingestor) = setup(&args.common)?;
+    let kind: SourceKind = args.source.parse()?;
+    let client = config.client(&args.client).ok_or_else(|| {
+        Error::InvalidConfig(format!("client '{}' is not configured", args.client))
+    })?;
+    let until = args
+        .until
+        .unwrap_or_else(|| super::client_yesterday(client, Utc::now()));
+    let jobs = backfill_jobs(&config, &args.client, kind, args.since, until)?;
+    let reports = ingestor.run_jobs(jobs).await;
+    summarize(&reports)
+}
+
+/// Runs `file`.
+pub async fn file(args: FileArgs) -> Result<()> {
+    let (config, ingestor) = setup(&args.common)?;
+    let kind: SourceKind = args.platform.parse()?;
+    let client = config.client(&args.client).ok_or_else(|| {
+        Error::InvalidConfig(format!("client '{}' is not configured", args.client))
+    })?;
+    let source = client
+        .sources
+        .iter()
+        .find(|s| s.kind == kind)
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!("client '{}' has no source '{kind}'", args.client))
+        })?;
+    let report = ingestor
+        .ingest_files(client, source, args.account.as_deref(), &args.paths)
+        .await?;
+    summarize(&[report])
+}
+
+/// Runs `worker`.
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let (config, ingestor) = setup(&args.common)?;
+    let reports = ingestor
+        .worker(
+            &config,
+            args.run_at,
+            Duration::from_secs(args.tick_secs.max(1)),
+            args.max_ticks,
+        )
+        .await;
+    summarize(&reports)
+}

@@ -1,0 +1,174 @@
+"""adlake.v1.MetricsService from Python: a grpcio client generated at test time
+from the repository's own .proto, asking the same questions as Flight SQL
+(ADBC) and as the Delta files read independently (the oracle).
+
+Also: the standard gRPC health service answers on the Flight SQL port.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from support import CALL_TIMEOUT_S, REPO, Oracle, Principals, Server, Warehouse, pb_fields, query
+
+PROTO_ROOT = REPO / "proto" / "proto"
+END_DATE = "2026-10-31"
+START_DATE = "2026-10-01"
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory: pytest.TempPathFactory):
+    """(messages, stubs) modules of adlake/v1/metrics.proto, generated now."""
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("adlake_stubs")
+    proto = PROTO_ROOT / "adlake" / "v1" / "metrics.proto"
+    assert proto.is_file(), proto
+    include = Path(importlib.import_module("grpc_tools").__file__).parent / "_proto"
+    code = protoc.main(
+        [
+            "grpc_tools.protoc",
+            f"-I{PROTO_ROOT}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(proto),
+        ]
+    )
+    assert code == 0, f"protoc failed on {proto}"
+    sys.path.insert(0, str(out))
+    try:
+        messages = importlib.import_module("adlake.v1.metrics_pb2")
+        stubs = importlib.import_module("adlake.v1.metrics_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return messages, stubs
+
+
+@pytest.fixture(scope="module")
+def metrics_stub(server: Server, pb):
+    _, stubs = pb
+    channel = grpc.insecure_channel(server.flight_addr)
+    yield stubs.MetricsServiceStub(channel)
+    channel.close()
+
+
+def auth(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def number(value) -> float | None:
+    kind = value.WhichOneof("kind")
+    assert kind in (None, "number"), value
+    return value.number if kind == "number" else None
+
+
+def ask(stub, messages, token: str, metrics: list[str], dimensions: list[str], **extra):
+    request = messages.QueryMetricsRequest(
+        metrics=metrics,
+        dimensions=dimensions,
+        date_range=messages.DateRange(absolute=messages.AbsoluteRange(start=START_DATE, end=END_DATE)),
+        **extra,
+    )
+    return stub.QueryMetrics(request, metadata=auth(token), timeout=CALL_TIMEOUT_S)
+
+
+def test_grpc_health_service_reports_serving(server: Server):
+    with grpc.insecure_channel(server.flight_addr) as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check")
+        response = check(b"", timeout=CALL_TIMEOUT_S)  # HealthCheckRequest { service: "" }
+    assert (1, 0, 1) in pb_fields(response), f"HealthCheckResponse {response!r}: want status SERVING (1)"
+
+
+def test_grpc_reflection_lists_the_metrics_service(server: Server):
+    # ServerReflectionRequest { list_services: "" } (field 7), hand-encoded.
+    with grpc.insecure_channel(server.flight_addr) as channel:
+        call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        responses = list(call(iter([b"\x3a\x00"]), timeout=CALL_TIMEOUT_S))
+    assert len(responses) == 1
+    text = responses[0]
+    assert b"adlake.v1.MetricsService" in text, text
+
+
+def test_query_metrics_matches_the_delta_files(pb, metrics_stub, principals: Principals, oracle: Oracle):
+    messages, _ = pb
+    response = ask(metrics_stub, messages, principals.agency.token, ["impressions", "clicks", "ctr"], ["client_id"])
+    names = [c.name for c in response.columns]
+    assert names == ["client_id", "impressions", "clicks", "ctr"]
+
+    t = oracle.table("ad_performance")
+    in_range = pc.and_(
+        pc.greater_equal(t["date"], pa.scalar(datetime.date.fromisoformat(START_DATE))),
+        pc.less_equal(t["date"], pa.scalar(datetime.date.fromisoformat(END_DATE))),
+    )
+    t = t.filter(in_range)
+    agg = t.group_by("client_id").aggregate([("impressions", "sum"), ("clicks", "sum")])
+    want = {r["client_id"]: (r["impressions_sum"], r["clicks_sum"]) for r in agg.to_pylist()}
+
+    got = {}
+    for row in response.rows:
+        client = row.values[0].text
+        got[client] = tuple(number(v) for v in row.values[1:])
+    assert set(got) == set(want)
+    for client, (impressions, clicks) in want.items():
+        g_imp, g_clicks, g_ctr = got[client]
+        assert (g_imp, g_clicks) == (impressions, clicks), client
+        assert math.isclose(g_ctr, clicks / impressions, rel_tol=1e-12), client
+    # Totals: a ratio of the sums, not a mean of the clients' ratios.
+    all_imp = sum(v[0] for v in want.values())
+    all_clicks = sum(v[1] for v in want.values())
+    totals = [number(v) for v in response.totals.values]
+    assert totals[0] is None  # the dimension cell
+    assert math.isclose(totals[3], all_clicks / all_imp, rel_tol=1e-12)
+    assert any(tv.table == "ad_performance" and tv.HasField("version") for tv in response.table_versions)
+
+
+def test_grpc_and_flight_sql_agree(pb, metrics_stub, adbc_connect, principals: Principals, warehouse: Warehouse):
+    messages, _ = pb
+    metrics = ["spend", "clicks", "ctr", "cpc", "cpm"]
+    response = ask(metrics_stub, messages, principals.a.token, metrics, ["week", "currency"])
+    grpc_rows = {}
+    for row in response.rows:
+        week, currency = row.values[0].date, row.values[1].text
+        grpc_rows[(week, currency)] = [number(v) for v in row.values[2:]]
+    assert grpc_rows
+
+    conn = adbc_connect(principals.a)
+    table = query(
+        conn,
+        f"SELECT * FROM metric_query('{','.join(metrics)}', 'week,currency', '{START_DATE}', '{END_DATE}')",
+    )
+    sql_rows = {}
+    for row in table.to_pylist():
+        sql_rows[(row["week"].isoformat(), row["currency"])] = [row[m] for m in metrics]
+    # Float sums may add up in another order: equal to the last few bits.
+    assert sql_rows.keys() == grpc_rows.keys()
+    for key, values in grpc_rows.items():
+        for metric, g, q in zip(metrics, values, sql_rows[key]):
+            assert (g is None) == (q is None), (key, metric, g, q)
+            if g is not None:
+                assert math.isclose(g, q, rel_tol=1e-12, abs_tol=1e-12), (key, metric, g, q)
+
+    # Only client A's rows, whichever API.
+    clients = query(conn, "SELECT DISTINCT client_id FROM ad_performance").column("client_id").to_pylist()
+    assert clients == [warehouse.clients[0]]
+
+
+def test_bad_questions_are_invalid_argument_naming_the_item(pb, metrics_stub, principals: Principals):
+    messages, _ = pb
+    with pytest.raises(grpc.RpcError) as err:
+        ask(metrics_stub, messages, principals.agency.token, ["ctr"], ["colour"])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'colour'" in err.value.details() and "platform" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        ask(metrics_stub, messages, "not-a-token", ["ctr"], [])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
