@@ -6,10 +6,11 @@
 #   bash scripts/test.sh -- -k tenancy    anything after `--` goes to pytest
 #
 # Needs: the Rust toolchain of rust-toolchain.toml, python3 (3.11) with venv and
-# pip, and access to PyPI on the first run. The Python clients live in .venv,
-# installed from tests/requirements.txt and reinstalled only when that file
-# (or the Python interpreter) changes. cargo-nextest is used when installed,
-# `cargo test` otherwise.
+# pip, Node.js and npm, and access to PyPI and npm on the first run. The Python
+# clients live in .venv, installed from tests/requirements.txt and reinstalled
+# only when that file (or the Python interpreter) changes; the az:// tests
+# install Azurite (pinned in tests/azurite) under target/azurite themselves.
+# cargo-nextest is used when installed, `cargo test` otherwise.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,7 +22,7 @@ while (($#)); do
     case "$1" in
         --python-only) python_only=1 ;;
         --) shift; pytest_args=("$@"); break ;;
-        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift

@@ -57,6 +57,17 @@ def vm_hwm_bytes(pid: int) -> int | None:
     return None
 
 
+def vm_rss_bytes(pid: int) -> int | None:
+    """Current resident set of a running process, from /proc/<pid>/status."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 @dataclass
 class GenerateResult:
     seconds: float

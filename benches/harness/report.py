@@ -75,7 +75,9 @@ def markdown(report: dict) -> str:
             f"| adlake-ingest demo (generate + validate + write, one commit per slice) | "
             f"{ing['adlake_rows']:,} | {ing['adlake_seconds']:.1f} | {ing['adlake_rows_per_sec']:,} | "
             f"{mib(ing['adlake_peak_rss_bytes'])} |",
-            f"| write_deltalake (same Arrow data in memory, one commit per table) | "
+            f"| write_deltalake (same Arrow data read first, untimed; "
+            f"{sum(w.get('commits_by_table', {}).values()) or len(w['rows_by_table'])} commits, one per "
+            f"{w.get('chunk', 'table')}{' and table' if w.get('chunk') == 'client' else ''}) | "
             f"{sum(w['rows_by_table'].values()):,} | {w['seconds']:.1f} | {w['rows_per_sec']:,} | "
             f"{mib(w['peak_rss_bytes'])} (input alone {mib(w['rss_after_read_bytes'])}) |",
             "",

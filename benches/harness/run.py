@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -102,17 +103,37 @@ def ingest_comparison(args: argparse.Namespace, warehouse: Path, gen: dict | Non
         raise processes.HarnessError("--ingest-compare needs the dataset generated in this run (use --regenerate)")
     dst = Path(tempfile.mkdtemp(prefix="write-deltalake-", dir=work))
     try:
-        log("writing the same Arrow data with deltalake.write_deltalake (own process)")
+        log(f"writing the same Arrow data with deltalake.write_deltalake, one call per {args.write_deltalake_chunk} "
+            f"(own process, stopped past {args.write_deltalake_max_rss_gib:g} GiB resident)")  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, str(HARNESS / "write_deltalake_baseline.py"), str(warehouse), str(dst), *FACT_TABLES],
+            [sys.executable, str(HARNESS / "write_deltalake_baseline.py"), "--chunk", args.write_deltalake_chunk,
+             str(warehouse), str(dst), *FACT_TABLES],
             stdout=subprocess.PIPE,
-        )
-        out = proc.stdout.read() if proc.stdout else b""
-        _, status, usage = os.wait4(proc.pid, 0)
+        )  # fmt: skip
+        out_chunks: list[bytes] = []
+        reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        cap = args.write_deltalake_max_rss_gib * 2**30
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            # A whole-table write of a large dataset can take the machine's
+            # memory; stop it rather than let the kernel pick a victim.
+            rss = processes.vm_rss_bytes(proc.pid) or 0
+            if rss > cap:
+                proc.kill()
+                proc.wait()
+                raise processes.HarnessError(
+                    f"write_deltalake baseline passed {args.write_deltalake_max_rss_gib:g} GiB resident and was "
+                    f"stopped (--write-deltalake-chunk client bounds it; --write-deltalake-max-rss-gib raises the cap)"
+                )
+            time.sleep(0.2)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        reader.join(timeout=10)
         if proc.returncode != 0:
             raise processes.HarnessError(f"write_deltalake baseline exited with {proc.returncode}")
-        w = json.loads(out.decode().strip().splitlines()[-1])
+        w = json.loads(b"".join(out_chunks).decode().strip().splitlines()[-1])
         w["peak_rss_bytes"] = usage.ru_maxrss * 1024
     finally:
         shutil.rmtree(dst, ignore_errors=True)
@@ -194,6 +215,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--grpc", action="store_true",
                    help="also time the workload over gRPC QueryMetrics (the metric layer), per mode")  # fmt: skip
     p.add_argument("--ingest-compare", action="store_true", help="also time write_deltalake on the same data")
+    p.add_argument("--write-deltalake-chunk", choices=("client", "table"), default="client",
+                   help="write_deltalake calls: one per client and table, appending (memory bounded by a client; "
+                        "default), or one per whole table (memory grows with the dataset)")  # fmt: skip
+    p.add_argument("--write-deltalake-max-rss-gib", type=float, default=12.0,
+                   help="stop the write_deltalake baseline past this resident size (default 12)")  # fmt: skip
     p.add_argument("--out-dir", type=Path, default=REPO / "target" / "bench-reports")
     p.add_argument("--baseline", type=Path, default=REPO / "benches" / "baseline.json")
     p.add_argument("--update-baseline", action="store_true", help="store this run's p95s as the baseline")

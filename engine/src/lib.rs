@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod schema;
 pub mod scope;
 mod scoped;
+pub mod stats;
 pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -73,6 +74,7 @@ pub use cache::{CacheStatus, ResultCache};
 pub use catalog::{Catalog, TableSnapshot};
 pub use error::{Error, Result};
 pub use scope::Scope;
+pub use stats::{ScanStats, ScanTotals};
 
 use crate::scoped::ScopedTable;
 use crate::transport::{is_transport_type, transport_schema, transport_type};
@@ -110,6 +112,8 @@ pub struct Engine {
     /// Bytes each query may hold in DataFusion's memory pool (sorts,
     /// joins, aggregations spill or fail past it); `None`: unbounded.
     query_memory_bytes: Option<usize>,
+    /// Rows and bytes read by the scans of every query run so far.
+    scans: Arc<ScanStats>,
 }
 
 /// Settings of an [`Engine`] beyond the warehouse location.
@@ -140,6 +144,7 @@ pub struct Query {
     frame: DataFrame,
     schema: SchemaRef,
     versions: BTreeMap<String, Option<u64>>,
+    scans: Arc<ScanStats>,
 }
 
 impl Engine {
@@ -162,6 +167,7 @@ impl Engine {
             metrics_config: Arc::new(options.metrics_config),
             clock: options.clock,
             query_memory_bytes: None,
+            scans: Arc::default(),
         })
     }
 
@@ -178,6 +184,12 @@ impl Engine {
     /// The result cache.
     pub fn cache(&self) -> &ResultCache {
         &self.cache
+    }
+
+    /// Rows and bytes the scans of every query have read since the engine
+    /// opened (cache hits read nothing).
+    pub fn scan_totals(&self) -> ScanTotals {
+        self.scans.totals()
     }
 
     /// The metrics a caller in `scope` can ask for.
@@ -467,6 +479,7 @@ impl Engine {
             frame,
             schema,
             versions,
+            scans: Arc::clone(&self.scans),
         })
     }
 
@@ -556,16 +569,26 @@ impl Query {
         Ok(ordered)
     }
 
-    /// Runs the query, streaming its batches.
+    /// Runs the query, streaming its batches. When the stream ends (or is
+    /// dropped), the rows and bytes its scans read are added to the
+    /// engine's [`ScanStats`].
     pub async fn execute(self) -> Result<SendableRecordBatchStream> {
         let schema = self.schema;
-        let stream = self
+        let task = Arc::new(self.frame.task_ctx());
+        let plan = self
             .frame
-            .execute_stream()
+            .create_physical_plan()
             .await
             .map_err(Error::from_execution)?;
+        let stream = datafusion::physical_plan::execute_stream(Arc::clone(&plan), task)
+            .map_err(Error::from_execution)?;
+        let recorder = stats::Recorder::new(plan, self.scans);
         let advertised = Arc::clone(&schema);
-        let stream = stream.map(move |batch| relabel(batch?, &advertised));
+        let stream = stream.map(move |batch| {
+            // Held by the stream: records the scans when the stream goes.
+            let _ = &recorder;
+            relabel(batch?, &advertised)
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

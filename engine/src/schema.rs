@@ -225,6 +225,11 @@ pub static INGEST_RUNS: LazyLock<TableDef> = LazyLock::new(|| TableDef {
 });
 
 /// Records rejected by validation, kept with the reason and the raw record.
+///
+/// `date_from`/`date_to` are the date range the run asked for: a re-run of
+/// a (client, source, range) replaces the rows of runs whose range it
+/// covers. They are nullable so that rows written before they existed stay
+/// readable.
 pub static QUARANTINE: LazyLock<TableDef> = LazyLock::new(|| TableDef {
     name: "quarantine",
     description: "Records rejected by validation, with the reason and the raw record",
@@ -235,9 +240,11 @@ pub static QUARANTINE: LazyLock<TableDef> = LazyLock::new(|| TableDef {
         Field::new("received_at", utc_timestamp(), false),
         key("reason"),
         key("raw_record"),
+        Field::new("date_from", DataType::Date32, true),
+        Field::new("date_to", DataType::Date32, true),
     ]),
     partition_columns: &[],
-    source_column: None,
+    source_column: Some("source"),
     client_scoped: true,
 });
 

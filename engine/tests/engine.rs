@@ -390,3 +390,31 @@ async fn null_filled_columns_keep_their_declared_nullability() {
             .all(|b| b.column(0).null_count() == b.num_rows())
     );
 }
+
+#[tokio::test]
+async fn scans_count_the_rows_and_bytes_they_read() {
+    let (_dir, engine) = warehouse().await;
+    assert_eq!(engine.scan_totals(), adlake_engine::ScanTotals::default());
+
+    // acme has 3 rows (see ROWS), all of them read by a full projection;
+    // the scan is pruned to acme's partitions, so globex's row is not read.
+    let acme = Scope::clients(["acme"]);
+    let batches = collect(&engine, &acme, "SELECT spend FROM ad_performance").await;
+    assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 3);
+    let after_one = engine.scan_totals();
+    assert_eq!(after_one.queries, 1);
+    assert_eq!(after_one.rows, 3);
+    assert!(after_one.bytes > 0, "{after_one:?}");
+
+    // The agency scope reads all 4 rows; the totals add up.
+    collect(
+        &engine,
+        &Scope::AllClients,
+        "SELECT clicks FROM ad_performance",
+    )
+    .await;
+    let after_two = engine.scan_totals();
+    assert_eq!(after_two.queries, 2);
+    assert_eq!(after_two.rows, 3 + 4);
+    assert!(after_two.bytes > after_one.bytes);
+}

@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_MAX_CONCURRENT_QUERIES", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_concurrent_queries: u64,
 
+    /// Queries one caller may run at once (0: only the global cap), so one
+    /// caller cannot occupy every slot; more get RESOURCE_EXHAUSTED with a
+    /// retry-after header.
+    #[arg(long, env = "ADLAKE_MAX_CONCURRENT_QUERIES_PER_CALLER", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub max_concurrent_queries_per_caller: u64,
+
     /// Longest a query may run, in seconds (0: no limit).
     #[arg(long, env = "ADLAKE_QUERY_TIMEOUT_SECS", default_value_t = 300)]
     pub query_timeout_secs: u64,
@@ -134,6 +140,7 @@ impl Config {
             rate_limit: None,
             rate_burst: None,
             max_concurrent_queries: 64,
+            max_concurrent_queries_per_caller: 8,
             query_timeout_secs: 300,
             max_result_bytes: 4 * 1024 * 1024 * 1024,
             query_memory_bytes: 2 * 1024 * 1024 * 1024,
@@ -161,6 +168,10 @@ impl Config {
             burst,
             max_concurrent_queries: usize::try_from(self.max_concurrent_queries)
                 .unwrap_or(usize::MAX),
+            max_concurrent_queries_per_caller: usize::try_from(
+                self.max_concurrent_queries_per_caller,
+            )
+            .unwrap_or(usize::MAX),
             query_timeout: (self.query_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.query_timeout_secs)),
             max_result_bytes: (self.max_result_bytes > 0).then_some(self.max_result_bytes),
@@ -218,6 +229,7 @@ mod tests {
         let settings = defaults.limit_settings();
         assert_eq!(settings.rate_per_second, None);
         assert_eq!(settings.max_concurrent_queries, 64);
+        assert_eq!(settings.max_concurrent_queries_per_caller, 8);
         assert_eq!(settings.query_timeout, Some(Duration::from_secs(300)));
         assert_eq!(settings, Config::new(DEFAULT_WAREHOUSE).limit_settings());
 
@@ -227,6 +239,8 @@ mod tests {
             "2.5",
             "--max-concurrent-queries",
             "3",
+            "--max-concurrent-queries-per-caller",
+            "0",
             "--query-timeout-secs",
             "0",
             "--max-result-bytes",
@@ -237,6 +251,7 @@ mod tests {
         assert_eq!(settings.rate_per_second, Some(2.5));
         assert_eq!(settings.burst, 5);
         assert_eq!(settings.max_concurrent_queries, 3);
+        assert_eq!(settings.max_concurrent_queries_per_caller, 0);
         assert_eq!(settings.query_timeout, None);
         assert_eq!(settings.max_result_bytes, Some(1000));
 
@@ -246,6 +261,8 @@ mod tests {
             &["adlake", "--rate-limit", "NaN"],
             &["adlake", "--rate-burst", "5"],
             &["adlake", "--max-concurrent-queries", "0"],
+            &["adlake", "--max-concurrent-queries-per-caller", "-1"],
+            &["adlake", "--max-concurrent-queries-per-caller", "100001"],
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
         }

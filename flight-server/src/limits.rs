@@ -1,5 +1,6 @@
 //! Limits that keep one caller from exhausting the server: a request rate
-//! per caller, a cap on queries running at once, a time limit per query and
+//! per caller, caps on queries running at once (over all callers, and per
+//! caller so one caller cannot take every slot), a time limit per query and
 //! a limit on the bytes one result may stream.
 //!
 //! Refusals are `ResourceExhausted` (or `DeadlineExceeded` for the time
@@ -21,6 +22,11 @@ use tonic::metadata::MetadataValue;
 /// seconds (as HTTP's `Retry-After`).
 pub const RETRY_AFTER_HEADER: &str = "retry-after";
 
+/// Default of [`LimitSettings::max_concurrent_queries_per_caller`]: an
+/// eighth of the default global cap, so at least eight callers can run
+/// queries at once whatever the others do.
+pub const DEFAULT_MAX_CONCURRENT_QUERIES_PER_CALLER: usize = 8;
+
 /// The limits, as configured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSettings {
@@ -30,6 +36,8 @@ pub struct LimitSettings {
     pub burst: u32,
     /// Queries that may run at once, over all callers.
     pub max_concurrent_queries: usize,
+    /// Queries one caller may run at once; 0: no cap beyond the global one.
+    pub max_concurrent_queries_per_caller: usize,
     /// Longest a query may run, from planning to its last batch.
     pub query_timeout: Option<Duration>,
     /// Most bytes (Arrow in-memory size) one result may stream.
@@ -42,6 +50,7 @@ impl Default for LimitSettings {
             rate_per_second: None,
             burst: 0,
             max_concurrent_queries: 64,
+            max_concurrent_queries_per_caller: DEFAULT_MAX_CONCURRENT_QUERIES_PER_CALLER,
             query_timeout: None,
             max_result_bytes: None,
         }
@@ -54,6 +63,38 @@ pub struct Limits {
     settings: LimitSettings,
     buckets: Mutex<HashMap<String, Bucket>>,
     queries: Arc<Semaphore>,
+    /// Queries running per caller; a caller is absent while it runs none,
+    /// so the map holds at most as many entries as queries running.
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// The slots one running query holds, given back when it drops.
+#[derive(Debug)]
+pub struct QueryPermit {
+    _global: OwnedSemaphorePermit,
+    _caller: Option<CallerSlot>,
+}
+
+/// One of a caller's query slots.
+#[derive(Debug)]
+struct CallerSlot {
+    per_caller: Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl Drop for CallerSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .per_caller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(running) = counts.get_mut(&self.caller) {
+            *running = running.saturating_sub(1);
+            if *running == 0 {
+                counts.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// A token bucket: `tokens` refill at the configured rate up to the burst.
@@ -75,6 +116,7 @@ impl Limits {
             settings,
             buckets: Mutex::new(HashMap::new()),
             queries: Arc::new(Semaphore::new(permits)),
+            per_caller: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -123,10 +165,13 @@ impl Limits {
         ))
     }
 
-    /// A slot for one running query, held until the returned permit drops
-    /// (when the result stream ends or the caller goes away).
-    pub fn start_query(&self) -> Result<OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.queries).try_acquire_owned().map_err(|_| {
+    /// The slots for one running query of `caller`, held until the returned
+    /// permit drops (when the result stream ends or the caller goes away):
+    /// one of the caller's own, then one of the server's.
+    pub fn start_query(&self, caller: &str) -> Result<QueryPermit, Status> {
+        let caller_slot = self.take_caller_slot(caller)?;
+        // On refusal here the caller's slot drops with `caller_slot`.
+        let global = Arc::clone(&self.queries).try_acquire_owned().map_err(|_| {
             exhausted(
                 format!(
                     "the server is running its limit of {} queries: retry shortly",
@@ -134,7 +179,36 @@ impl Limits {
                 ),
                 Duration::from_secs(1),
             )
+        })?;
+        Ok(QueryPermit {
+            _global: global,
+            _caller: caller_slot,
         })
+    }
+
+    fn take_caller_slot(&self, caller: &str) -> Result<Option<CallerSlot>, Status> {
+        let cap = self.settings.max_concurrent_queries_per_caller;
+        if cap == 0 {
+            return Ok(None);
+        }
+        let mut counts = self
+            .per_caller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let running = counts.entry(caller.to_string()).or_insert(0);
+        if *running >= cap {
+            return Err(exhausted(
+                format!(
+                    "this caller is running its limit of {cap} queries at once: finish or close one, or retry shortly"
+                ),
+                Duration::from_secs(1),
+            ));
+        }
+        *running += 1;
+        Ok(Some(CallerSlot {
+            per_caller: Arc::clone(&self.per_caller),
+            caller: caller.to_string(),
+        }))
     }
 }
 
@@ -224,13 +298,72 @@ mod tests {
             max_concurrent_queries: 2,
             ..LimitSettings::default()
         });
-        let first = l.start_query().expect("1");
-        let _second = l.start_query().expect("2");
-        let refused = l.start_query().expect_err("3");
+        let first = l.start_query("a").expect("1");
+        let _second = l.start_query("b").expect("2");
+        let refused = l.start_query("c").expect_err("3");
         assert_eq!(refused.code(), Code::ResourceExhausted);
         assert!(refused.metadata().get(RETRY_AFTER_HEADER).is_some());
+        assert!(refused.message().contains("limit of 2 queries"));
         drop(first);
-        let _again = l.start_query().expect("a slot came free");
+        let _again = l.start_query("c").expect("a slot came free");
+        // A refusal by the global cap gives the caller's slot back: only
+        // "c" runs now, with one query.
+        let counts = l.per_caller.lock().expect("lock").clone();
+        assert_eq!(counts.get("c"), Some(&1), "{counts:?}");
+        assert_eq!(counts.get("a"), None, "{counts:?}");
+    }
+
+    #[test]
+    fn one_caller_cannot_take_every_slot() {
+        let l = Limits::new(LimitSettings {
+            max_concurrent_queries: 10,
+            max_concurrent_queries_per_caller: 2,
+            ..LimitSettings::default()
+        });
+        let a1 = l.start_query("a").expect("a 1");
+        let _a2 = l.start_query("a").expect("a 2");
+        let refused = l.start_query("a").expect_err("a 3");
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(
+            refused
+                .metadata()
+                .get(RETRY_AFTER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        assert!(
+            refused.message().contains("limit of 2 queries at once"),
+            "{}",
+            refused.message()
+        );
+        // Another caller still has its own two slots.
+        let _b1 = l.start_query("b").expect("b 1");
+        let _b2 = l.start_query("b").expect("b 2");
+        drop(a1);
+        let _a3 = l.start_query("a").expect("a's slot came back");
+        // The refusals took no global slot: 4 of 10 are used, so 6 more
+        // callers get one each.
+        let others: Vec<_> = (0..6)
+            .map(|i| l.start_query(&format!("c{i}")).expect("free slot"))
+            .collect();
+        assert!(l.start_query("d").is_err(), "the global cap holds");
+        drop(others);
+        assert!(l.per_caller.lock().expect("lock").len() <= 2);
+    }
+
+    #[test]
+    fn a_per_caller_cap_of_zero_means_only_the_global_cap() {
+        let l = Limits::new(LimitSettings {
+            max_concurrent_queries: 3,
+            max_concurrent_queries_per_caller: 0,
+            ..LimitSettings::default()
+        });
+        let held: Vec<_> = (0..3)
+            .map(|_| l.start_query("a").expect("within the global cap"))
+            .collect();
+        assert!(l.start_query("a").is_err());
+        assert!(l.per_caller.lock().expect("lock").is_empty());
+        drop(held);
     }
 
     #[test]

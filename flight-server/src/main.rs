@@ -59,8 +59,10 @@ fn announce(line: &str) {
 }
 
 /// Logs on stderr: human-readable on a terminal, one JSON object per line
-/// otherwise (containers, CI), with the span fields (request id) on every
-/// line. `RUST_LOG` overrides the default level; `ADLAKE_LOG_FORMAT=json`
+/// otherwise (containers, CI). Every call is served inside a span holding
+/// its request id (and caller), so each line logged for it carries them:
+/// in JSON under `span` (the innermost span) and `spans` (all of them,
+/// outermost first, so the id survives spans opened deeper down). `RUST_LOG` overrides the default level; `ADLAKE_LOG_FORMAT=json`
 /// or `text` forces a format.
 fn init_logging() {
     use std::io::IsTerminal as _;
@@ -79,7 +81,7 @@ fn init_logging() {
         builder
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .init();
     } else {
         builder.init();

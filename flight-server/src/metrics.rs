@@ -36,6 +36,8 @@ pub const EXPORTED: &[&str] = &[
     "adlake_query_duration_seconds",
     "adlake_query_errors_total",
     "adlake_query_rows_total",
+    "adlake_scan_rows_total",
+    "adlake_scan_bytes_total",
     "adlake_cache_events_total",
     "adlake_table_version",
     "adlake_table_files",
@@ -99,6 +101,8 @@ pub struct Metrics {
     latency: Family<KindLabel, Histogram>,
     errors: Family<StatusLabel, Counter>,
     rows: Counter,
+    scan_rows: Counter,
+    scan_bytes: Counter,
     cache: Family<EventLabel, Counter>,
     table_version: Family<TableLabel, Gauge>,
     table_files: Family<TableLabel, Gauge>,
@@ -134,6 +138,8 @@ impl Metrics {
         );
         let errors = Family::<StatusLabel, Counter>::default();
         let rows = Counter::default();
+        let scan_rows = Counter::default();
+        let scan_bytes = Counter::default();
         let cache = Family::<EventLabel, Counter>::default();
         let table_version = Family::<TableLabel, Gauge>::default();
         let table_files = Family::<TableLabel, Gauge>::default();
@@ -164,6 +170,16 @@ impl Metrics {
             errors.clone(),
         );
         registry.register("query_rows", "Rows returned by queries", rows.clone());
+        registry.register(
+            "scan_rows",
+            "Rows read by the table scans of queries (cache hits read none)",
+            scan_rows.clone(),
+        );
+        registry.register(
+            "scan_bytes",
+            "Bytes of Parquet data read from storage by the scans of queries",
+            scan_bytes.clone(),
+        );
         registry.register(
             "cache_events",
             "Result cache hits, misses and evictions",
@@ -225,6 +241,8 @@ impl Metrics {
             latency,
             errors,
             rows,
+            scan_rows,
+            scan_bytes,
             cache,
             table_version,
             table_files,
@@ -347,6 +365,18 @@ pub fn observe_cache(stats: &adlake_engine::cache::CacheStats) {
         .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
     m.cache_entries
         .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+}
+
+/// Mirrors the engine's scan totals into `scan_rows_total` and
+/// `scan_bytes_total`.
+pub fn observe_scans(totals: adlake_engine::ScanTotals) {
+    let m = global();
+    for (counter, total) in [(&m.scan_rows, totals.rows), (&m.scan_bytes, totals.bytes)] {
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
 }
 
 /// Totals of the `ingest_runs` rows of one (source, status).
@@ -477,6 +507,7 @@ pub async fn scrape() -> String {
 /// snapshots. Freshness is recomputed at most once per `every`.
 pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
     observe_cache(&engine.cache().stats());
+    observe_scans(engine.scan_totals());
     for snapshot in engine.catalog().snapshots() {
         let (files, bytes) = snapshot.file_stats();
         observe_table(snapshot.def.name, snapshot.version, files, bytes);

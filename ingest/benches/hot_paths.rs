@@ -51,6 +51,7 @@ fn payload_parsing(c: &mut Criterion) {
         currency: None,
         canonical_action: DEFAULT_CANONICAL_ACTION.to_owned(),
         customer_hash_key: b"bench".to_vec(),
+        time_zone: None,
     };
     let rows = 1_000;
     let body = google_ads_payload(rows);

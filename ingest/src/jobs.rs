@@ -28,7 +28,7 @@ use crate::connectors::{
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::synthetic::Lineage;
-use crate::validate::{Rules, append_quarantine, validate};
+use crate::validate::{Rules, replace_quarantine, validate};
 use crate::warehouse::Warehouse;
 use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 
@@ -361,11 +361,12 @@ impl Ingestor {
         let (good, mut rejects) = validate(parsed.records, &rules);
         rejects.splice(0..0, parsed.rejects);
         let good = merge(good);
-        append_quarantine(
+        replace_quarantine(
             &self.warehouse,
             run_id,
             &job.client.id,
             kind.as_str(),
+            (job.from, job.to),
             &rejects,
         )
         .await?;

@@ -7,12 +7,18 @@
 //! `replaceWhere` predicate), so a re-run gives the same table, a failure
 //! part-way commits nothing, and writers of other slices are untouched.
 //! Every write, successful or not, then appends one row to `ingest_runs`.
+//!
+//! `quarantine` has no report date: its rows are keyed by the date range
+//! the run asked for (`date_from`, `date_to`), and its slice is every row of
+//! the (client, source) whose requested range lies inside the range written
+//! (see [`range_keyed`]). The same replace mechanism makes its rows
+//! idempotent per run.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use adlake_engine::schema::{CLIENT_ID, DATE, INGEST_RUNS, TableDef};
+use adlake_engine::schema::{CLIENT_ID, DATE, INGEST_RUNS, QUARANTINE, TableDef};
 use arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray,
@@ -36,6 +42,19 @@ use tracing::{error, info};
 use crate::error::{Error, Result};
 use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
 use crate::warehouse::Warehouse;
+
+/// Column of the first requested date of a range-keyed table.
+pub const DATE_FROM: &str = "date_from";
+/// Column of the last requested date of a range-keyed table.
+pub const DATE_TO: &str = "date_to";
+
+/// Whether `table`'s slices are keyed by the requested date range
+/// (`date_from`, `date_to`) rather than by a report date: `quarantine`,
+/// whose rejected records may have no readable date at all. The audit table
+/// `ingest_runs` has the same columns but stays append-only.
+pub fn range_keyed(table: &TableDef) -> bool {
+    table.name == QUARANTINE.name
+}
 
 /// Commit-metadata key holding the run id of every commit this crate makes.
 pub const RUN_ID_METADATA_KEY: &str = "adlake.run_id";
@@ -415,6 +434,20 @@ impl WriteSliceBuilder {
         }
     }
 
+    /// Replaces the slice with `batches` in one Delta transaction without
+    /// recording a run (for tables that belong to a run recorded by its
+    /// main write, like `quarantine`); returns the version it produced.
+    pub(crate) async fn replace_only(self, batches: Vec<RecordBatch>) -> Result<u64> {
+        let slice = self.slice()?;
+        let run_id = self
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let input = futures::stream::iter(batches.into_iter().map(Ok));
+        self.write_data(&slice, &run_id, input, Arc::new(AtomicU64::new(0)))
+            .await
+    }
+
     /// Checks that the builder names exactly the slice the table needs.
     fn slice(&self) -> Result<Slice> {
         let table = self.table;
@@ -441,7 +474,7 @@ impl WriteSliceBuilder {
             (None, Some(_)) => return Err(invalid("the table has no source column".to_owned())),
             (_, source) => source.clone(),
         };
-        if !table.has_date() {
+        if !table.has_date() && !range_keyed(table) {
             return Err(invalid(
                 "the table has no date column; it is append-only".to_owned(),
             ));
@@ -557,9 +590,16 @@ impl Slice {
     /// The `replaceWhere` predicate: exactly the rows of this slice.
     fn predicate(&self) -> Expr {
         let date = |d: NaiveDate| lit(ScalarValue::Date32(Some(date_to_epoch_day(d))));
-        let mut predicate = ident(DATE)
-            .gt_eq(date(self.dates.0))
-            .and(ident(DATE).lt_eq(date(self.dates.1)));
+        let mut predicate = if range_keyed(self.table) {
+            // Every run whose requested range the new one covers.
+            ident(DATE_FROM)
+                .gt_eq(date(self.dates.0))
+                .and(ident(DATE_TO).lt_eq(date(self.dates.1)))
+        } else {
+            ident(DATE)
+                .gt_eq(date(self.dates.0))
+                .and(ident(DATE).lt_eq(date(self.dates.1)))
+        };
         if let Some(client) = &self.client {
             predicate = ident(CLIENT_ID).eq(lit(client.as_str())).and(predicate);
         }
@@ -605,6 +645,19 @@ impl Slice {
         let dates = batch
             .column_by_name(DATE)
             .map(|c| c.as_primitive::<Date32Type>());
+        let ranges = if range_keyed(def) {
+            batch
+                .column_by_name(DATE_FROM)
+                .zip(batch.column_by_name(DATE_TO))
+                .map(|(f, t)| {
+                    (
+                        f.as_primitive::<Date32Type>(),
+                        t.as_primitive::<Date32Type>(),
+                    )
+                })
+        } else {
+            None
+        };
         let (from, to) = (
             date_to_epoch_day(self.dates.0),
             date_to_epoch_day(self.dates.1),
@@ -621,7 +674,10 @@ impl Slice {
             };
             let date_ok =
                 dates.is_none_or(|col| col.is_valid(row) && (from..=to).contains(&col.value(row)));
-            if !(client_ok && source_ok && date_ok) {
+            let range_ok = ranges.is_none_or(|(f, t)| {
+                f.is_valid(row) && t.is_valid(row) && f.value(row) >= from && t.value(row) <= to
+            });
+            if !(client_ok && source_ok && date_ok && range_ok) {
                 return Err(Error::RowOutsideSlice {
                     table: def.name,
                     row: describe_row(

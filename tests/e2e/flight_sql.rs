@@ -410,6 +410,27 @@ fn clean_refusal(status: &tonic::Status, what: &str) {
         "{what}: {status:?}"
     );
     assert!(!status.message().is_empty(), "{what}");
+    // Every refusal the service makes, malformed envelopes included,
+    // carries the request id and none of the protobuf decoder's own words.
+    // (Only a message past the size limit is refused by the gRPC
+    // transport itself, before any service runs: see `oversized`.)
+    if !is_oversized_refusal(status) {
+        assert!(
+            status.metadata().get("x-request-id").is_some(),
+            "{what}: no request id: {status:?}"
+        );
+    }
+    for decoder_text in ["DecodeError", "ParseError", "failed to decode"] {
+        assert!(
+            !status.message().contains(decoder_text),
+            "{what}: {status:?}"
+        );
+    }
+}
+
+/// tonic's refusal of a request past the decoding limit.
+fn is_oversized_refusal(status: &tonic::Status) -> bool {
+    status.code() == Code::OutOfRange && status.message().contains("message length too large")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -477,11 +498,10 @@ async fn malformed_oversized_and_crowded_input_gets_clean_errors_and_service_goe
                 .expect_err(what),
         };
         clean_refusal(&status, what);
-        // A ticket that is not even a protobuf `Any` is refused by the
-        // Flight SQL dispatcher before the service sees it, without an id.
-        if what != "random bytes" {
+        if matches!(what, "empty ticket" | "random bytes" | "unknown type") {
+            assert_eq!(status.code(), Code::InvalidArgument, "{what}");
             assert!(
-                status.metadata().get("x-request-id").is_some(),
+                status.message().starts_with("malformed Flight SQL command"),
                 "{what}: {status:?}"
             );
         }
@@ -566,6 +586,7 @@ async fn malformed_oversized_and_crowded_input_gets_clean_errors_and_service_goe
         .await
         .expect_err("oversized");
     clean_refusal(&status, "oversized message");
+    assert!(is_oversized_refusal(&status), "{status:?}");
     drop(huge);
 
     // Thousands of connections: idle sockets that never speak HTTP/2, and
@@ -769,4 +790,172 @@ async fn tls_from_certificate_files_with_jwt_callers() {
         client.set_token(CLIENT_A_TOKEN.to_string());
         assert!(run(&mut client, "SELECT 1").await.is_err());
     }
+}
+
+/// The status a Flight SQL call ended with.
+fn status_of(err: &FlightError) -> &tonic::Status {
+    match err {
+        FlightError::Tonic(status) => status,
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+fn request_id_of(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no request id: {status:?}"))
+        .to_string()
+}
+
+/// The request ids of the spans a JSON log line of the server was written
+/// in.
+fn span_request_ids(line: &serde_json::Value) -> Vec<String> {
+    line["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|span| span["request_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The server's JSON log lines that contain `text`.
+fn log_lines_with(server: &TestServer, text: &str) -> Vec<serde_json::Value> {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| line.contains(text))
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// An aggregate over a trillion generated rows: no machine finishes it
+/// within a second, so the time limit, not the data, ends it.
+const ENDLESS_SQL: &str = "SELECT sum(value % 7) FROM generate_series(1, 1000000000000)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_past_its_time_limit_ends_with_deadline_exceeded_and_logs_carry_its_id() {
+    // The binary logs JSON when stderr is not a terminal (a file here).
+    let server = LimitedServer::start(&["--query-timeout-secs", "1"]);
+    let mut client = server.client(AGENCY_TOKEN).await;
+    let err = run(&mut client, ENDLESS_SQL)
+        .await
+        .expect_err("past the time limit");
+    let status = status_of(&err);
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("longer than the server's limit of 1 s"),
+        "{status:?}"
+    );
+    let timed_out = request_id_of(status);
+
+    // The server goes on: a healthy query right after, on the same
+    // connection, with the right answer.
+    let batches = run(&mut client, "SELECT count(*) FROM ad_performance")
+        .await
+        .expect("a healthy query after the timeout");
+    let total: usize = expected_totals().values().map(|t| t.3).sum();
+    assert_eq!(count(&batches), total as i64);
+
+    // A query refused at planning, with a column name found nowhere else
+    // in the log, so its lines can be found without the id.
+    let marker = "no_such_column_5e1b";
+    let err = run(&mut client, &format!("SELECT {marker} FROM ad_performance"))
+        .await
+        .expect_err("unknown column");
+    let status = status_of(&err);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let refused = request_id_of(status);
+
+    // Every line logged for either call carries the call's id in its span,
+    // the lines written while the result streamed (the time limit) too.
+    let deadline_lines = log_lines_with(&server.server, &timed_out);
+    assert!(
+        deadline_lines
+            .iter()
+            .any(|line| line["fields"]["code"] == "DeadlineExceeded"),
+        "the timeout was not logged: {deadline_lines:?}"
+    );
+    for line in &deadline_lines {
+        assert_eq!(span_request_ids(line), vec![timed_out.clone()], "{line}");
+    }
+    let marker_lines = log_lines_with(&server.server, marker);
+    assert!(!marker_lines.is_empty(), "the refusal was not logged");
+    for line in marker_lines
+        .iter()
+        .chain(&log_lines_with(&server.server, &refused))
+    {
+        assert_eq!(span_request_ids(line), vec![refused.clone()], "{line}");
+        assert_eq!(line["span"]["principal"], "agency", "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_caller_cannot_take_every_query_slot() {
+    use futures::StreamExt;
+    let server = LimitedServer::start(&["--max-concurrent-queries-per-caller", "2"]);
+    // Results far larger than any transport buffer: a stream nobody reads
+    // cannot finish, so each holds one of client A's two slots.
+    let big = "SELECT a.campaign_name, b.ad_name FROM ad_performance a CROSS JOIN ad_performance b";
+    let mut a = server.client(CLIENT_A_TOKEN).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let info = a.execute(big.into(), None).await.expect("plan");
+        let mut stream = a
+            .do_get(info.endpoint[0].ticket.clone().expect("ticket"))
+            .await
+            .expect("a slot of client A");
+        let _ = stream.next().await;
+        held.push(stream);
+    }
+
+    // A third query of A is refused, with a retry hint.
+    let err = run(&mut a, "SELECT 1").await.expect_err("over A's cap");
+    let status = status_of(&err);
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("limit of 2 queries at once"),
+        "{status:?}"
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "{status:?}"
+    );
+
+    // Client B is served meanwhile, with its own numbers.
+    let mut b = server.client(CLIENT_B_TOKEN).await;
+    let batches = run(&mut b, "SELECT count(*) FROM ad_performance")
+        .await
+        .expect("client B is served while A holds its slots");
+    let rows_b = expected_totals()[&server.clients[1]].3 as i64;
+    assert_eq!(count(&batches), rows_b);
+
+    // A's slots come back once its streams are gone (the server notices
+    // closed streams asynchronously, so ask a few times).
+    drop(held);
+    let rows_a = expected_totals()[&server.clients[0]].3 as i64;
+    let mut served = None;
+    for _ in 0..50 {
+        match run(&mut a, "SELECT count(*) FROM ad_performance").await {
+            Ok(batches) => {
+                served = Some(count(&batches));
+                break;
+            }
+            Err(err) => {
+                assert_eq!(code_of(&err), Some(Code::ResourceExhausted), "{err}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(served, Some(rows_a));
 }

@@ -80,13 +80,16 @@ def tail(text: str, lines: int = 60) -> str:
 
 @dataclass
 class Warehouse:
-    root: Path
+    root: Path  # or an object-store URL (str) with storage_options
     clients: list[str]
+    storage_options: dict[str, str] | None = None
 
     def path(self, table: str) -> Path:
         return self.root / table
 
     def delta(self, table: str) -> DeltaTable:
+        if self.storage_options is not None:
+            return DeltaTable(f"{str(self.root).rstrip('/')}/{table}", storage_options=self.storage_options)
         return DeltaTable(str(self.path(table)))
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:

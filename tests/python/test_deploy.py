@@ -190,14 +190,151 @@ def test_alert_rules_fire_as_their_unit_tests_say():
 def test_compose_runs_the_whole_stack_from_files_in_the_repository():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"minio", "adlake", "ingest-worker", "prometheus", "grafana"} <= services.keys()
+    assert {"minio", "adlake", "ingest-worker", "upkeep", "prometheus", "grafana"} <= services.keys()
     assert services["adlake"]["environment"]["ADLAKE_WAREHOUSE"].startswith("s3://")
-    assert "maintain" in "\n".join(services["ingest-worker"]["command"])
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
             if source.startswith("./") and "secrets" not in source:
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+    # The worker runs the real schedule from a client list in the repository;
+    # upkeep runs beside it.
+    worker = services["ingest-worker"]
+    command = [*worker["entrypoint"], *worker["command"]]
+    assert command[:2] == ["adlake-ingest", "worker"], command
+    mounts = dict(reversed(v.split(":")[:2]) for v in worker["volumes"])
+    config = command[command.index("--config") + 1]
+    assert mounts[config] == "./ingest/clients.toml", (config, mounts)
+    assert worker["environment"]["ADLAKE_WAREHOUSE"] == services["adlake"]["environment"]["ADLAKE_WAREHOUSE"]
+    assert "./secrets/ingest.env" in json.dumps(worker["env_file"])
+    assert "adlake-ingest maintain" in "\n".join(services["upkeep"]["command"])
+
+
+# --------------------------------------------------------------------------
+# The ingest configuration shipped in deploy/ingest, checked with the binary
+# --------------------------------------------------------------------------
+
+CLIENTS = DEPLOY / "ingest" / "clients.toml"
+ENV_EXAMPLE = DEPLOY / "ingest" / "ingest.env.example"
+SECRET_FIELDS = {
+    "ACCESS_TOKEN", "TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN", "DEVELOPER_TOKEN", "LOGIN_CUSTOMER_ID",
+}  # fmt: skip
+
+
+def sample_sources() -> list[tuple[str, str, str]]:
+    """(client, platform, credentials) of every source in deploy/ingest/clients.toml."""
+    import tomllib
+
+    config = tomllib.loads(CLIENTS.read_text())
+    return [(c["id"], s["platform"], s["credentials"]) for c in config["client"] for s in c["source"]]
+
+
+def env_example() -> dict[str, str]:
+    lines = [l for l in ENV_EXAMPLE.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    return dict(l.split("=", 1) for l in lines)
+
+
+def secret_prefix(credentials: str) -> str:
+    # ingest/src/config.rs, Secrets::credentials: upper-cased, '-' and '.' as '_'.
+    return "ADLAKE_SECRET_" + credentials.upper().replace("-", "_").replace(".", "_") + "_"
+
+
+def test_the_sample_credentials_are_named_as_the_binary_reads_them():
+    env = env_example()
+    names = {cred for _, _, cred in sample_sources()}
+    assert len(sample_sources()) >= 5 and len(names) >= 4
+    for name in names:
+        assert any(k.startswith(secret_prefix(name)) for k in env), f"no ADLAKE_SECRET_ variable for {name}"
+    for key in env:
+        owner = [n for n in names if key.startswith(secret_prefix(n))]
+        assert len(owner) == 1 and key.removeprefix(secret_prefix(owner[0])) in SECRET_FIELDS, key
+    # Kubernetes: the same client list and the same variables.
+    objs = {o["metadata"]["name"]: o for o in k8s_objects()}
+    assert objs["adlake-ingest-clients"]["data"]["clients.toml"] == CLIENTS.read_text()
+    assert objs["adlake-platforms"]["stringData"] == env
+    (ingest,) = [o for o in objs.values() if o["kind"] == "CronJob" and "run" in container_of(o)["command"]]
+    c = container_of(ingest)
+    assert c["command"][:2] == ["adlake-ingest", "run"]
+    config = c["command"][c["command"].index("--config") + 1]
+    volume = next(m["name"] for m in c["volumeMounts"] if config.startswith(m["mountPath"] + "/"))
+    pod = ingest["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    source = next(v for v in pod["volumes"] if v["name"] == volume)
+    assert source["configMap"]["name"] == "adlake-ingest-clients" and config.endswith("/clients.toml")
+    assert {"secretRef": {"name": "adlake-platforms"}} in c["envFrom"]
+
+
+def container_of(cronjob: dict) -> dict:
+    (c,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def run_ingest(args: list[str], env: dict[str, str], cwd: Path):
+    import os
+    import subprocess
+
+    from support import binary
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ADLAKE_", "AWS_", "AZURE_", "GOOGLE_"))}
+    return subprocess.run(
+        [str(binary("adlake-ingest")), *args], env={**base, **env}, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=120, cwd=cwd,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_the_binary_accepts_the_sample_config(command: str, tmp_path: Path):
+    # `run` is what the CronJob runs, `worker` what compose runs (here with
+    # --run-at 00:00 so every client is due, and one tick). No credentials
+    # are set, so every configured job is reached and fails on exactly
+    # that, before any request: the file, the secrets file and every source
+    # are accepted.
+    warehouse = tmp_path / "warehouse"
+    warehouse.mkdir()
+    args = [command, "--config", str(CLIENTS), "--secrets", str(DEPLOY / "ingest/secrets.example.toml"),
+            "--warehouse", str(warehouse), "--max-attempts", "1"]  # fmt: skip
+    if command == "worker":
+        args += ["--run-at", "00:00", "--max-ticks", "1"]
+    done = run_ingest(args, {}, tmp_path)
+    sources = sample_sources()
+    assert done.returncode == 1, done.stderr
+    assert f"{len(sources)} of {len(sources)} jobs failed" in done.stderr, done.stderr
+    failed = [l for l in done.stdout.splitlines() if l.startswith("FAILED")]
+    assert len(failed) == len(sources), done.stdout
+    for client, platform, cred in sources:
+        (line,) = [l for l in failed if l.split()[1:3] == [client, platform]]
+        assert f"credentials '{cred}' are not in the secrets file or environment" in line, line
+
+
+def test_the_sample_credential_variables_reach_every_source(tmp_path: Path):
+    # The variables of ingest.env.example, with every URL pointed at a
+    # closed loopback port: each job now gets past its credentials and
+    # fails on the connection instead (no request leaves the machine).
+    port = closed_port()
+    env = {k: (f"http://127.0.0.1:{port}/token" if k.endswith("_TOKEN_URL") else v) for k, v in env_example().items()}
+    text = CLIENTS.read_text().replace("[[client.source]]\n", f'[[client.source]]\nendpoint = "http://127.0.0.1:{port}"\n')
+    config = tmp_path / "clients.toml"
+    config.write_text(text)
+    warehouse = tmp_path / "warehouse"
+    warehouse.mkdir()
+    done = run_ingest(["run", "--config", str(config), "--warehouse", str(warehouse), "--max-attempts", "1",
+                       "--timeout-secs", "5"], env, tmp_path)  # fmt: skip
+    sources = sample_sources()
+    failed = [l for l in done.stdout.splitlines() if l.startswith("FAILED")]
+    assert done.returncode == 1 and len(failed) == len(sources), (done.stdout, tail_of(done.stderr))
+    for line in failed:
+        assert "are not in the secrets file" not in line and "connection failed" in line, line
+
+
+def tail_of(text: str) -> str:
+    return "\n".join(text.splitlines()[-30:])
 
 
 def test_dockerfile_is_multi_stage_and_ships_both_binaries():

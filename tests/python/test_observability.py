@@ -102,6 +102,26 @@ def test_metrics_report_queries_tables_ingest_and_freshness(server: Server, agen
         assert abs(got - (now - end)) < 120, (client, source, got, now - end)
 
 
+def test_scan_counters_add_the_rows_a_query_read(server: Server, agency_conn, warehouse: Warehouse):
+    before = samples(server.http_get("/metrics")[1])
+    # A statement text no other test sends, so it is a cache miss: the
+    # agency token scans every row of ad_performance exactly once.
+    got = query(agency_conn, "SELECT spend AS scan_counter_probe FROM ad_performance")
+    table_rows = DeltaTable(str(warehouse.root / "ad_performance")).to_pyarrow_table(columns=["spend"]).num_rows
+    assert got.num_rows == table_rows
+    # The scan is counted when the server drops the finished stream, which
+    # may be just after the client holds the last batch.
+    deadline = time.monotonic() + 10
+    while True:
+        after = samples(server.http_get("/metrics")[1])
+        read_rows = value(after, "adlake_scan_rows_total") - value(before, "adlake_scan_rows_total")
+        if read_rows >= table_rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert read_rows == table_rows, (read_rows, table_rows)
+    assert value(after, "adlake_scan_bytes_total") > value(before, "adlake_scan_bytes_total")
+
+
 def test_logs_are_json_lines_and_failures_carry_the_request_id(server: Server, agency_conn):
     with pytest.raises(Exception):
         query(agency_conn, "SELECT * FROM no_such_table_for_the_log_test")

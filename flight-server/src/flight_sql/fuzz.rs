@@ -6,15 +6,16 @@
 //! prepared-statement actions) and mutates them: bit flips, byte changes,
 //! truncation, insertion, splicing, random type URLs, and random SQL built
 //! from SQL words inside well-formed handles. Each input goes through the
-//! service's own `FlightService` entry points in-process (the same code a
-//! gRPC call reaches, minus the socket) and, when a stream is answered,
+//! `FlightService` entry points of the service as served, its
+//! [front](super::AdlakeFlightService) included, in-process (the same code
+//! a gRPC call reaches, minus the socket) and, when a stream is answered,
 //! the stream is read to its end.
 //!
 //! What must hold for every input: no panic, no `Internal`/`Unknown`
 //! status (those mean the server failed, not the caller), a non-empty
-//! message, and the request id on every refusal the service itself makes
-//! (an input that is not a protobuf `Any` is refused by arrow-flight's
-//! dispatcher first, with `InvalidArgument` and no id).
+//! message, the request id on every refusal (before or inside a stream),
+//! and none of the decoder's own words: a malformed envelope is refused
+//! with `InvalidArgument` and the front's message.
 //!
 //! `ADLAKE_FUZZ_CASES` raises the number of cases per entry point (default
 //! [`DEFAULT_CASES`]) and `ADLAKE_FUZZ_SEED` changes the seed, for longer
@@ -36,7 +37,7 @@ use futures::StreamExt;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
-use super::{AdlakeFlightSqlService, handle, params::Placeholders};
+use super::{AdlakeFlightService, AdlakeFlightSqlService, MALFORMED, handle, params::Placeholders};
 use crate::auth::tests::StaticAuthenticator;
 use crate::auth::{Principal, parse_authorization};
 use crate::error::REQUEST_ID_HEADER;
@@ -374,7 +375,7 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
     data
 }
 
-async fn service() -> (AdlakeFlightSqlService, tempfile::TempDir) {
+async fn service() -> (AdlakeFlightService, tempfile::TempDir) {
     let warehouse = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(warehouse.path().to_str().expect("utf-8"))
         .await
@@ -387,7 +388,10 @@ async fn service() -> (AdlakeFlightSqlService, tempfile::TempDir) {
         },
     )]);
     (
-        AdlakeFlightSqlService::new(Arc::new(engine), Arc::new(authenticator)),
+        AdlakeFlightService::new(AdlakeFlightSqlService::new(
+            Arc::new(engine),
+            Arc::new(authenticator),
+        )),
         warehouse,
     )
 }
@@ -401,17 +405,10 @@ fn authorized<T>(message: T) -> Request<T> {
     request
 }
 
-/// The checks every refusal must pass.
-fn check_status(status: &Status, what: &str, with_id: bool) {
-    // Known gap: arrow-flight's Flight SQL dispatcher decodes the `Any`
-    // envelope and its body before the service runs, and refuses a corrupt
-    // one itself (`DecodeError …` as InvalidArgument, `ParseError(…)` as
-    // Internal), with no request id. Those are checked only for not
-    // panicking until a layer in front of the service rewrites them.
+/// The checks every refusal must pass; whether it refused a malformed
+/// envelope.
+fn check_status(status: &Status, what: &str) -> bool {
     let message = status.message();
-    if message.starts_with("DecodeError") || message.starts_with("ParseError(") {
-        return;
-    }
     assert!(
         !matches!(
             status.code(),
@@ -420,11 +417,28 @@ fn check_status(status: &Status, what: &str, with_id: bool) {
         "{what}: server-side failure {status:?}"
     );
     assert!(!message.is_empty(), "{what}: empty message");
-    // The dispatcher's own refusals ("Unable to unpack …") carry no request
-    // id either, so the id is only counted here, not required.
-    if with_id && status.metadata().get(REQUEST_ID_HEADER).is_none() {
-        tracing::debug!(what, ?status, "refused without a request id");
+    assert!(
+        status.metadata().get(REQUEST_ID_HEADER).is_some(),
+        "{what}: refused without a request id: {status:?}"
+    );
+    // The decoders' own words mean a refusal the front did not make.
+    for decoder_text in [
+        "DecodeError",
+        "ParseError(",
+        "failed to decode Protobuf",
+        "Unable to unpack",
+        "Unable to decode",
+    ] {
+        assert!(
+            !message.contains(decoder_text),
+            "{what}: decoder text in {status:?}"
+        );
     }
+    let malformed = message.starts_with(MALFORMED);
+    if malformed {
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    malformed
 }
 
 /// Reads a `DoGet` or `DoAction` answer to its end, checking any error in
@@ -435,7 +449,7 @@ where
 {
     while let Some(item) = stream.next().await {
         if let Err(status) = item {
-            check_status(&status, what, false);
+            check_status(&status, what);
             break;
         }
     }
@@ -468,7 +482,7 @@ async fn tickets_commands_and_actions_never_fail_the_server() {
         ),
     ];
     let action_bodies: Vec<Vec<u8>> = actions.iter().map(|(_, body)| body.clone()).collect();
-    let mut answered = 0;
+    let (mut answered, mut malformed) = (0, 0);
     for case in 0..cases() {
         let what = |kind: &str| format!("{kind} case {case} (ADLAKE_FUZZ_SEED={seed})");
 
@@ -479,7 +493,7 @@ async fn tickets_commands_and_actions_never_fail_the_server() {
                 answered += 1;
                 drain(response.into_inner(), &label).await;
             }
-            Err(status) => check_status(&status, &label, true),
+            Err(status) => malformed += usize::from(check_status(&status, &label)),
         }
 
         let command = mutate(&mut rng, &commands);
@@ -489,9 +503,18 @@ async fn tickets_commands_and_actions_never_fail_the_server() {
         } else {
             FlightDescriptor::new_cmd(command)
         };
-        match service.get_flight_info(authorized(descriptor)).await {
+        match service
+            .get_flight_info(authorized(descriptor.clone()))
+            .await
+        {
             Ok(_) => answered += 1,
-            Err(status) => check_status(&status, &label, true),
+            Err(status) => malformed += usize::from(check_status(&status, &label)),
+        }
+        // The calls the service does not serve check the envelope first too.
+        let label = what("PollFlightInfo");
+        match service.poll_flight_info(authorized(descriptor)).await {
+            Ok(_) => panic!("{label}: PollFlightInfo answered"),
+            Err(status) => malformed += usize::from(check_status(&status, &label)),
         }
 
         let (kind, _) = rng.pick(&actions);
@@ -507,12 +530,14 @@ async fn tickets_commands_and_actions_never_fail_the_server() {
                 answered += 1;
                 drain(response.into_inner(), &label).await;
             }
-            Err(status) => check_status(&status, &label, true),
+            Err(status) => malformed += usize::from(check_status(&status, &label)),
         }
     }
     // The mutations keep some inputs valid, so the answering paths are
     // exercised too, not only the refusals.
     assert!(answered > 0, "no input was answered");
+    // And the mutations reach the front's envelope checks.
+    assert!(malformed > 0, "no input was a malformed envelope");
 }
 
 #[test]

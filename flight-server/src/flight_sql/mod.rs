@@ -21,9 +21,13 @@
 // before unboxing at the trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod front;
 mod handle;
 mod metadata;
 mod params;
+
+pub(crate) use front::call_span;
+pub use front::{AdlakeFlightService, MALFORMED};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +61,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
-    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+    HandshakeResponse, IpcMessage, PutResult, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
@@ -66,9 +70,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
 use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
-use crate::limits::{self, Limits};
+use crate::limits::{self, Limits, QueryPermit};
 use params::Placeholders;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// Largest gRPC message the server accepts (tonic's default is 4 MiB):
 /// prepared-statement parameters and long SQL travel in requests.
@@ -110,10 +113,12 @@ impl AdlakeFlightSqlService {
         self
     }
 
-    /// The gRPC service, with the decoding limit raised to
-    /// [`MAX_DECODING_MESSAGE_SIZE`].
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
+    /// The gRPC service: the service behind its [front](AdlakeFlightService)
+    /// (envelope checks, request ids, call spans), with the decoding limit
+    /// raised to [`MAX_DECODING_MESSAGE_SIZE`].
+    pub fn into_server(self) -> FlightServiceServer<AdlakeFlightService> {
+        FlightServiceServer::new(AdlakeFlightService::new(self))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE)
     }
 
     /// Checks the `authorization: Bearer <token>` header of a call.
@@ -133,6 +138,7 @@ impl AdlakeFlightSqlService {
             .authenticate(token)
             .ok_or_else(|| Status::unauthenticated("invalid token"))?;
         call.principal = Some(principal.name.clone());
+        tracing::Span::current().record("principal", principal.name.as_str());
         // Every authenticated call counts against the caller's rate.
         self.limits.check_rate(&principal.name)?;
         Ok(principal)
@@ -140,18 +146,101 @@ impl AdlakeFlightSqlService {
 
     /// Authenticates, then refuses the call with `status`: the answer for
     /// everything the server does not do.
-    fn refuse<T>(
+    fn refuse<T, R>(
         &self,
         method: &'static str,
-        metadata: &MetadataMap,
+        request: &Request<T>,
         status: Status,
-    ) -> Result<T, Status> {
-        let mut call = Call::new(method);
-        let status = match self.authenticate(&mut call, metadata) {
+    ) -> Result<R, Status> {
+        let mut call = Call::new(method, request.extensions());
+        let status = match self.authenticate(&mut call, request.metadata()) {
             Ok(_) => status,
             Err(unauthenticated) => unauthenticated,
         };
         Err(call.fail(status))
+    }
+
+    /// Authenticates a call the service answers without further checks.
+    fn check_caller<T>(&self, method: &'static str, request: &Request<T>) -> Result<(), Status> {
+        let mut call = Call::new(method, request.extensions());
+        let result = self.authenticate(&mut call, request.metadata()).map(|_| ());
+        call.finish(result)
+    }
+
+    /// `DoPut` for a command the [front](AdlakeFlightService) decoded from
+    /// the stream's first message (which `request` still holds): binding
+    /// prepared-statement parameters, or a refusal.
+    async fn do_put_command<S>(
+        &self,
+        command: Command,
+        request: Request<S>,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status>
+    where
+        S: Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static,
+    {
+        let refusal = match command {
+            Command::CommandPreparedStatementQuery(query) => {
+                let result = self.bind_parameters(query, request).await?;
+                let answer = PutResult {
+                    app_metadata: result.encode_to_vec().into(),
+                };
+                let stream: <Self as FlightService>::DoPutStream =
+                    Box::pin(stream::iter([Ok(answer)]));
+                return Ok(Response::new(stream));
+            }
+            Command::CommandStatementUpdate(_) => (
+                "DoPut(StatementUpdate)",
+                Status::permission_denied(READ_ONLY),
+            ),
+            Command::CommandStatementIngest(_) => (
+                "DoPut(StatementIngest)",
+                Status::permission_denied(READ_ONLY),
+            ),
+            Command::CommandPreparedStatementUpdate(_) => (
+                "DoPut(PreparedStatementUpdate)",
+                Status::permission_denied(READ_ONLY),
+            ),
+            Command::CommandStatementSubstraitPlan(_) => {
+                ("DoPut(SubstraitPlan)", Status::unimplemented(NO_SUBSTRAIT))
+            }
+            other => (
+                "DoPut",
+                Status::unimplemented(format!("unsupported DoPut command {}", other.type_url())),
+            ),
+        };
+        self.refuse(refusal.0, &request, refusal.1)
+    }
+
+    /// Binds parameters to a prepared statement. Binding is stateless too:
+    /// the answer is a new handle carrying the SQL and the values, which
+    /// the client uses from then on.
+    async fn bind_parameters<S>(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<S>,
+    ) -> Result<DoPutPreparedStatementResult, Status>
+    where
+        S: Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static,
+    {
+        let mut call = Call::new("DoPut(PreparedStatementQuery)", request.extensions());
+        let result = async {
+            self.authenticate(&mut call, request.metadata())?;
+            let statement = handle::decode(&query.prepared_statement_handle)?;
+            let placeholders = Placeholders::find(&statement.sql)?;
+            let values = read_parameters(request.into_inner()).await?;
+            let values = match values {
+                Some(batch) => params::literals(&batch)?,
+                None => Vec::new(),
+            };
+            // Checks the count now, so a wrong binding fails here and not at
+            // execution.
+            placeholders.bind(&values)?;
+            Ok(DoPutPreparedStatementResult {
+                prepared_statement_handle: Some(handle::encode_bound(&statement.sql, &values)),
+            })
+        }
+        .await;
+        call.finish(result)
     }
 
     async fn plan(&self, call: &Call, principal: &Principal, sql: &str) -> Result<Query, Status> {
@@ -199,7 +288,7 @@ impl AdlakeFlightSqlService {
         let principal = self.authenticate(call, metadata)?;
         refuse_unbound(sql)?;
         // Held until the stream ends or the caller drops it.
-        let permit = self.limits.start_query()?;
+        let permit = self.limits.start_query(&principal.name)?;
         let started = tokio::time::Instant::now();
         let query = self.plan(call, &principal, sql).await?;
         // The advertised schema is sent first, so a client gets it even for an
@@ -311,15 +400,20 @@ impl AdlakeFlightSqlService {
 /// until it ends.
 fn limited(
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-    permit: OwnedSemaphorePermit,
+    permit: QueryPermit,
     deadline: Option<(tokio::time::Instant, std::time::Duration)>,
     max_bytes: Option<u64>,
     (id, method, who): (RequestId, &'static str, Option<String>),
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
-    struct State<S> {
+    /// `None` once the stream has ended: the query's plan (and the work it
+    /// spawned) and its slots go as soon as it ends, whether or not the
+    /// caller lets go of the stream.
+    struct Running<S> {
         batches: Pin<Box<S>>,
-        /// `None` once the stream has ended.
-        permit: Option<OwnedSemaphorePermit>,
+        _permit: QueryPermit,
+    }
+    struct State<S> {
+        running: Option<Running<S>>,
         bytes: u64,
     }
     let fail = move |status: Status| {
@@ -329,27 +423,30 @@ fn limited(
         Err(FlightError::Tonic(Box::new(status)))
     };
     let state = State {
-        batches: Box::pin(batches),
-        permit: Some(permit),
+        running: Some(Running {
+            batches: Box::pin(batches),
+            _permit: permit,
+        }),
         bytes: 0,
     };
     stream::unfold(state, move |mut state| {
         let fail = fail.clone();
         async move {
-            state.permit.as_ref()?;
+            let running = state.running.as_mut()?;
             let next = match deadline {
                 Some((at, limit)) => {
-                    match tokio::time::timeout_at(at, state.batches.next()).await {
+                    match tokio::time::timeout_at(at, running.batches.next()).await {
                         Ok(next) => next,
                         Err(_) => {
-                            state.permit = None;
+                            state.running = None;
                             return Some((fail(limits::timed_out(limit)), state));
                         }
                     }
                 }
-                None => state.batches.next().await,
+                None => running.batches.next().await,
             };
             match next {
+                // Ending drops `state`, and the query with it.
                 None => None,
                 Some(Ok(batch)) => {
                     state.bytes = state
@@ -357,14 +454,14 @@ fn limited(
                         .saturating_add(batch.get_array_memory_size() as u64);
                     match max_bytes {
                         Some(max) if state.bytes > max => {
-                            state.permit = None;
+                            state.running = None;
                             Some((fail(limits::result_too_large(max)), state))
                         }
                         _ => Some((Ok(batch), state)),
                     }
                 }
                 Some(Err(err)) => {
-                    state.permit = None;
+                    state.running = None;
                     Some((Err(err), state))
                 }
             }
@@ -444,7 +541,10 @@ fn read_credential(metadata: &MetadataMap) -> Result<Credential, Status> {
 /// Reads the parameter rows a client binds with `DoPut`: `None` when it sent
 /// none, else the one row (several rows would mean several executions, which
 /// a query does not do).
-async fn read_parameters(stream: PeekableFlightDataStream) -> Result<Option<RecordBatch>, Status> {
+async fn read_parameters<S>(stream: S) -> Result<Option<RecordBatch>, Status>
+where
+    S: Stream<Item = Result<FlightData, Status>> + Send + Unpin + 'static,
+{
     let mut batches = FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(|status| FlightError::Tonic(Box::new(status))),
     );
@@ -502,8 +602,12 @@ struct Call {
 }
 
 impl Call {
-    fn new(method: &'static str) -> Self {
-        let id = RequestId::new();
+    /// The call of a request: its id is the one the
+    /// [front](AdlakeFlightService) put in the request's extensions (a
+    /// fresh one when the service is called without it, as in tests).
+    fn new(method: &'static str, extensions: &tonic::Extensions) -> Self {
+        let id = extensions.get::<RequestId>().copied().unwrap_or_default();
+        tracing::Span::current().record("method", method);
         tracing::debug!(request_id = %id, method, "call");
         Self {
             id,
@@ -547,10 +651,11 @@ impl Call {
 
 /// Logs a failed call: the caller's mistakes at `info` (they are normal
 /// traffic), the server's at `error`.
-fn log_failure(id: RequestId, method: &str, principal: Option<&str>, status: &Status) {
+pub(crate) fn log_failure(id: RequestId, method: &str, principal: Option<&str>, status: &Status) {
     let principal = principal.unwrap_or("-");
     let code = status.code();
-    let message = status.message();
+    // Not `message`: that is the field of the event's own text.
+    let detail = status.message();
     match code {
         Code::Unauthenticated
         | Code::InvalidArgument
@@ -561,13 +666,13 @@ fn log_failure(id: RequestId, method: &str, principal: Option<&str>, status: &St
         | Code::FailedPrecondition
         | Code::OutOfRange
         | Code::AlreadyExists => {
-            tracing::info!(request_id = %id, method, principal, ?code, message, "request refused");
+            tracing::info!(request_id = %id, method, principal, ?code, detail, "request refused");
         }
         Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Unavailable => {
-            tracing::warn!(request_id = %id, method, principal, ?code, message, "request failed");
+            tracing::warn!(request_id = %id, method, principal, ?code, detail, "request failed");
         }
         Code::Ok | Code::Unknown | Code::Internal | Code::DataLoss => {
-            tracing::error!(request_id = %id, method, principal, ?code, message, "request failed");
+            tracing::error!(request_id = %id, method, principal, ?code, detail, "request failed");
         }
     }
 }
@@ -586,7 +691,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         &self,
         request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<HandshakeStream>, Status> {
-        let mut call = Call::new("Handshake");
+        let mut call = Call::new("Handshake", request.extensions());
         let result = (|| {
             let credential = read_credential(request.metadata())?;
             let token = credential.token().to_string();
@@ -619,7 +724,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(Statement)");
+        let mut call = Call::new("GetFlightInfo(Statement)", request.extensions());
         let result = if query.transaction_id.is_some() {
             Err(Status::invalid_argument(NO_TRANSACTIONS))
         } else {
@@ -633,7 +738,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(Statement)");
+        let mut call = Call::new("DoGet(Statement)", request.extensions());
         let result = match handle::decode(&ticket.statement_handle).and_then(bound_sql) {
             Ok(sql) => {
                 self.statement_stream(&mut call, request.metadata(), &sql)
@@ -651,7 +756,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let mut call = Call::new("CreatePreparedStatement");
+        let mut call = Call::new("CreatePreparedStatement", request.extensions());
         let result = async {
             let principal = self.authenticate(&mut call, request.metadata())?;
             if query.transaction_id.is_some() {
@@ -696,7 +801,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(PreparedStatement)");
+        let mut call = Call::new("GetFlightInfo(PreparedStatement)", request.extensions());
         let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
             Ok(sql) => self.statement_info(&mut call, request, &sql).await,
             Err(status) => Err(status),
@@ -709,7 +814,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(PreparedStatement)");
+        let mut call = Call::new("DoGet(PreparedStatement)", request.extensions());
         let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
             Ok(sql) => {
                 self.statement_stream(&mut call, request.metadata(), &sql)
@@ -725,27 +830,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        // Binding is stateless too: the answer is a new handle carrying the
-        // SQL and the values, which the client uses from then on.
-        let mut call = Call::new("DoPut(PreparedStatementQuery)");
-        let result = async {
-            self.authenticate(&mut call, request.metadata())?;
-            let statement = handle::decode(&query.prepared_statement_handle)?;
-            let placeholders = Placeholders::find(&statement.sql)?;
-            let values = read_parameters(request.into_inner()).await?;
-            let values = match values {
-                Some(batch) => params::literals(&batch)?,
-                None => Vec::new(),
-            };
-            // Checks the count now, so a wrong binding fails here and not at
-            // execution.
-            placeholders.bind(&values)?;
-            Ok(DoPutPreparedStatementResult {
-                prepared_statement_handle: Some(handle::encode_bound(&statement.sql, &values)),
-            })
-        }
-        .await;
-        call.finish(result)
+        self.bind_parameters(query, request).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -754,7 +839,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Action>,
     ) -> Result<(), Status> {
         // Handles hold no server state, so closing only checks the caller.
-        let mut call = Call::new("ClosePreparedStatement");
+        let mut call = Call::new("ClosePreparedStatement", request.extensions());
         let result = self.authenticate(&mut call, request.metadata()).map(|_| ());
         call.finish(result)
     }
@@ -766,7 +851,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(Catalogs)");
+        let mut call = Call::new("GetFlightInfo(Catalogs)", request.extensions());
         let schema = GetCatalogsBuilder::new().schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -777,7 +862,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(Catalogs)");
+        let mut call = Call::new("DoGet(Catalogs)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -795,7 +880,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(DbSchemas)");
+        let mut call = Call::new("GetFlightInfo(DbSchemas)", request.extensions());
         let schema = GetDbSchemasBuilder::new(None::<String>, None::<String>).schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -806,7 +891,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(DbSchemas)");
+        let mut call = Call::new("DoGet(DbSchemas)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -828,7 +913,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(Tables)");
+        let mut call = Call::new("GetFlightInfo(Tables)", request.extensions());
         let schema = query.clone().into_builder().schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -839,7 +924,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(Tables)");
+        let mut call = Call::new("DoGet(Tables)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -856,7 +941,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(TableTypes)");
+        let mut call = Call::new("GetFlightInfo(TableTypes)", request.extensions());
         let schema = query.into_builder().schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -867,7 +952,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(TableTypes)");
+        let mut call = Call::new("DoGet(TableTypes)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -887,7 +972,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(SqlInfo)");
+        let mut call = Call::new("GetFlightInfo(SqlInfo)", request.extensions());
         let schema = self.sql_info.schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -898,7 +983,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(SqlInfo)");
+        let mut call = Call::new("DoGet(SqlInfo)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -919,7 +1004,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(PrimaryKeys)");
+        let mut call = Call::new("GetFlightInfo(PrimaryKeys)", request.extensions());
         let schema = metadata::primary_keys_schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -930,7 +1015,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(PrimaryKeys)");
+        let mut call = Call::new("DoGet(PrimaryKeys)", request.extensions());
         let result = self.empty_answer(&mut call, &request, metadata::primary_keys_schema());
         call.reply(result)
     }
@@ -940,7 +1025,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(ExportedKeys)");
+        let mut call = Call::new("GetFlightInfo(ExportedKeys)", request.extensions());
         let schema = metadata::foreign_keys_schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -951,7 +1036,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(ExportedKeys)");
+        let mut call = Call::new("DoGet(ExportedKeys)", request.extensions());
         let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
         call.reply(result)
     }
@@ -961,7 +1046,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(ImportedKeys)");
+        let mut call = Call::new("GetFlightInfo(ImportedKeys)", request.extensions());
         let schema = metadata::foreign_keys_schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -972,7 +1057,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(ImportedKeys)");
+        let mut call = Call::new("DoGet(ImportedKeys)", request.extensions());
         let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
         call.reply(result)
     }
@@ -982,7 +1067,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(CrossReference)");
+        let mut call = Call::new("GetFlightInfo(CrossReference)", request.extensions());
         let schema = metadata::foreign_keys_schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -993,7 +1078,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(CrossReference)");
+        let mut call = Call::new("DoGet(CrossReference)", request.extensions());
         let result = self.empty_answer(&mut call, &request, metadata::foreign_keys_schema());
         call.reply(result)
     }
@@ -1003,7 +1088,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let mut call = Call::new("GetFlightInfo(XdbcTypeInfo)");
+        let mut call = Call::new("GetFlightInfo(XdbcTypeInfo)", request.extensions());
         let schema = self.xdbc_types.schema();
         let result = self.metadata_info(&mut call, request, query.as_any(), schema);
         call.reply(result)
@@ -1014,7 +1099,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut call = Call::new("DoGet(XdbcTypeInfo)");
+        let mut call = Call::new("DoGet(XdbcTypeInfo)", request.extensions());
         let result = self
             .authenticate(&mut call, request.metadata())
             .and_then(|_| {
@@ -1039,7 +1124,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         self.refuse(
             "GetFlightInfo(SubstraitPlan)",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_SUBSTRAIT),
         )
     }
@@ -1051,7 +1136,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<i64, Status> {
         self.refuse(
             "DoPut(SubstraitPlan)",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_SUBSTRAIT),
         )
     }
@@ -1063,7 +1148,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.refuse(
             "CreatePreparedSubstraitPlan",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_SUBSTRAIT),
         )
     }
@@ -1075,7 +1160,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<i64, Status> {
         self.refuse(
             "DoPut(StatementUpdate)",
-            request.metadata(),
+            &request,
             Status::permission_denied(READ_ONLY),
         )
     }
@@ -1087,7 +1172,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<i64, Status> {
         self.refuse(
             "DoPut(StatementIngest)",
-            request.metadata(),
+            &request,
             Status::permission_denied(READ_ONLY),
         )
     }
@@ -1099,7 +1184,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<i64, Status> {
         self.refuse(
             "DoPut(PreparedStatementUpdate)",
-            request.metadata(),
+            &request,
             Status::permission_denied(READ_ONLY),
         )
     }
@@ -1111,7 +1196,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<ActionBeginTransactionResult, Status> {
         self.refuse(
             "BeginTransaction",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_TRANSACTIONS),
         )
     }
@@ -1123,7 +1208,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<(), Status> {
         self.refuse(
             "EndTransaction",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_TRANSACTIONS),
         )
     }
@@ -1135,7 +1220,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<ActionBeginSavepointResult, Status> {
         self.refuse(
             "BeginSavepoint",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_TRANSACTIONS),
         )
     }
@@ -1147,7 +1232,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<(), Status> {
         self.refuse(
             "EndSavepoint",
-            request.metadata(),
+            &request,
             Status::unimplemented(NO_TRANSACTIONS),
         )
     }
@@ -1159,7 +1244,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<ActionCancelQueryResult, Status> {
         self.refuse(
             "CancelQuery",
-            request.metadata(),
+            &request,
             Status::unimplemented(
                 "cancelling is not supported: close the result stream to stop a query",
             ),
@@ -1175,7 +1260,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
             "unsupported Flight SQL command {}",
             command.type_url()
         ));
-        self.refuse("GetFlightInfo", request.metadata(), status)
+        self.refuse("GetFlightInfo", &request, status)
     }
 
     async fn do_get_fallback(
@@ -1184,7 +1269,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         message: Any,
     ) -> Result<Response<DoGetStream>, Status> {
         let status = Status::unimplemented(format!("unsupported ticket {}", message.type_url));
-        self.refuse("DoGet", request.metadata(), status)
+        self.refuse("DoGet", &request, status)
     }
 
     async fn do_put_fallback(
@@ -1194,7 +1279,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
         let status =
             Status::unimplemented(format!("unsupported DoPut command {}", message.type_url));
-        self.refuse("DoPut", request.metadata(), status)
+        self.refuse("DoPut", &request, status)
     }
 
     async fn do_action_fallback(
@@ -1205,7 +1290,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
             "unknown action {:?}",
             crate::error::cap_message(&request.get_ref().r#type)
         ));
-        self.refuse("DoAction", request.metadata(), status)
+        self.refuse("DoAction", &request, status)
     }
 
     async fn do_exchange_fallback(
@@ -1214,7 +1299,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
     ) -> Result<Response<<Self as FlightService>::DoExchangeStream>, Status> {
         self.refuse(
             "DoExchange",
-            request.metadata(),
+            &request,
             Status::unimplemented("DoExchange is not supported"),
         )
     }

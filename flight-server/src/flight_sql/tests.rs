@@ -779,3 +779,250 @@ async fn no_advertised_schema_has_view_or_dictionary_types() {
         }
     }
 }
+
+/// What a `tracing` subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+impl CapturedLogs {
+    /// JSON logs of this thread, as the binary writes them (span list
+    /// on), until the guard drops. The tests run on a current-thread
+    /// runtime, so the in-process server logs here too.
+    fn install() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(logs.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .collect()
+    }
+}
+
+/// The request ids of the spans a JSON log line was written in.
+fn span_request_ids(line: &serde_json::Value) -> Vec<String> {
+    line["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|span| span["request_id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The log lines written inside the call `id`.
+fn lines_of_call(lines: &[serde_json::Value], id: &str) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|line| span_request_ids(line).iter().any(|r| r == id))
+        .cloned()
+        .collect()
+}
+
+/// The first error of a call answered with a stream, wherever it comes.
+async fn first_error<S, T>(result: Result<Response<S>, Status>) -> Status
+where
+    S: Stream<Item = Result<T, Status>> + Unpin,
+{
+    match result {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.next().await {
+                    Some(Err(status)) => break status,
+                    Some(Ok(_)) => {}
+                    None => panic!("answered without an error"),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_envelopes_are_refused_with_our_message_and_a_request_id() {
+    use arrow_flight::sql::ActionCreatePreparedStatementRequest;
+    let (logs, _guard) = CapturedLogs::install();
+    let server = TestServer::start().await;
+    let mut client = server.raw_client().await;
+    let bearer = format!("Bearer {AGENCY_TOKEN}");
+    let bearer = Some(bearer.as_str());
+
+    // Field 1 (length-delimited) with an unterminated length varint: not
+    // a protobuf message at all.
+    let not_any = vec![0x0a, 0xff, 0xff];
+    // A well-formed `Any` of a Flight SQL type whose value claims 127 bytes
+    // of field 1 and holds one: arrow-flight used to answer this one with
+    // `Internal`.
+    let garbage_value = |type_url: &str| {
+        Any {
+            type_url: type_url.to_string(),
+            value: vec![0x0a, 0x7f, 0x01].into(),
+        }
+        .encode_to_vec()
+    };
+    let unknown_type = Any {
+        type_url: "type.googleapis.com/example.NotFlightSql".into(),
+        value: vec![1, 2, 3].into(),
+    }
+    .encode_to_vec();
+    let cases = |type_url: &str| {
+        [
+            ("not an Any", not_any.clone(), None),
+            (
+                "garbage value",
+                garbage_value(type_url),
+                Some(super::front::message_name(type_url).to_string()),
+            ),
+            (
+                "unknown type",
+                unknown_type.clone(),
+                Some("example.NotFlightSql".to_string()),
+            ),
+        ]
+    };
+
+    // (call and case, a name the message must give, the refusal)
+    let mut statuses: Vec<(String, Option<String>, Status)> = Vec::new();
+    for (case, bytes, mention) in cases(CommandStatementQuery::type_url()) {
+        let status = client
+            .get_flight_info(with_auth(FlightDescriptor::new_cmd(bytes), bearer))
+            .await
+            .expect_err("malformed command");
+        statuses.push((format!("GetFlightInfo, {case}"), mention, status));
+    }
+    for (case, bytes, mention) in cases(TicketStatementQuery::type_url()) {
+        let status = first_error(client.do_get(with_auth(Ticket::new(bytes), bearer)).await).await;
+        statuses.push((format!("DoGet, {case}"), mention, status));
+    }
+    for (case, bytes, mention) in cases(ActionCreatePreparedStatementRequest::type_url()) {
+        let action = Action::new("CreatePreparedStatement", bytes);
+        let status = first_error(client.do_action(with_auth(action, bearer)).await).await;
+        statuses.push((format!("DoAction, {case}"), mention, status));
+    }
+    for (case, bytes, mention) in cases(CommandPreparedStatementQuery::type_url()) {
+        let data = FlightData {
+            flight_descriptor: Some(FlightDescriptor::new_cmd(bytes)),
+            ..Default::default()
+        };
+        let status =
+            first_error(client.do_put(with_auth(stream::iter([data]), bearer)).await).await;
+        statuses.push((format!("DoPut, {case}"), mention, status));
+    }
+    let status = client
+        .poll_flight_info(with_auth(
+            FlightDescriptor::new_path(vec!["ad_performance".into()]),
+            bearer,
+        ))
+        .await
+        .expect_err("path descriptor");
+    statuses.push(("PollFlightInfo, path descriptor".into(), None, status));
+    let status = first_error(client.do_get(with_auth(Ticket::new(vec![]), bearer)).await).await;
+    statuses.push(("DoGet, empty ticket".into(), None, status));
+
+    let lines = logs.lines();
+    for (what, mention, status) in &statuses {
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        let message = status.message();
+        assert!(message.starts_with(MALFORMED), "{what}: {message}");
+        for decoder_text in [
+            "DecodeError",
+            "ParseError",
+            "failed to decode",
+            "buffer",
+            "Unable to",
+        ] {
+            assert!(!message.contains(decoder_text), "{what}: {message}");
+        }
+        // The message names what was expected or found, when there is a
+        // name to give.
+        if let Some(name) = mention {
+            assert!(message.contains(name.as_str()), "{what}: {message}");
+        }
+        let id = request_id(status).unwrap_or_else(|| panic!("{what}: no request id"));
+        let logged = lines_of_call(&lines, &id);
+        assert!(
+            logged.iter().any(|line| {
+                line["fields"]["message"] == "request refused"
+                    && line["fields"]["request_id"] == id.as_str()
+                    && line["fields"]["code"] == "InvalidArgument"
+            }),
+            "{what}: no log line for request {id}: {logged:?}"
+        );
+    }
+
+    // The service still answers well-formed calls.
+    let mut sql = server.sql_client(Some(AGENCY_TOKEN)).await;
+    let info = sql.execute("SELECT 1".into(), None).await.expect("execute");
+    assert_eq!(fetch(&mut sql, info).await[0].num_rows(), 1);
+}
+
+#[tokio::test]
+async fn every_line_logged_for_a_call_carries_its_request_id_and_caller() {
+    let (logs, _guard) = CapturedLogs::install();
+    let server = TestServer::start().await;
+    let mut client = server.raw_client().await;
+    let bearer = format!("Bearer {AGENCY_TOKEN}");
+    // A column name found nowhere else, to find the lines of this call
+    // without relying on the id.
+    let marker = "no_such_column_7f3a";
+    let status = client
+        .get_flight_info(with_auth(
+            statement_descriptor(&format!("SELECT {marker} FROM ad_performance")),
+            Some(&bearer),
+        ))
+        .await
+        .expect_err("unknown column");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let id = request_id(&status).expect("request id");
+
+    let lines = logs.lines();
+    let mentioning: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line.to_string().contains(marker) || line.to_string().contains(&id))
+        .collect();
+    assert!(!mentioning.is_empty(), "nothing logged for the call");
+    for line in mentioning {
+        assert_eq!(span_request_ids(line), vec![id.clone()], "{line}");
+        // The innermost span is the call's too, with its method and caller.
+        assert_eq!(line["span"]["request_id"], id.as_str(), "{line}");
+        assert_eq!(line["span"]["rpc"], "GetFlightInfo", "{line}");
+        assert_eq!(line["span"]["method"], "GetFlightInfo(Statement)", "{line}");
+        assert_eq!(line["span"]["principal"], "agency", "{line}");
+    }
+}

@@ -7,10 +7,16 @@
 //! [`Scope`] comes from the token, never from the request. The services
 //! translate requests into engine types and engine answers into messages;
 //! the metric semantics live in [`adlake_engine::metrics`].
+//!
+//! Each call runs in a `tracing` span carrying its request id (and the
+//! caller, once known), so every line logged while serving it carries the
+//! id; the id is also returned in the `x-request-id` header, on answers and
+//! refusals alike.
 
 // Every gRPC call fails with `tonic::Status`, larger than clippy's threshold.
 #![allow(clippy::result_large_err)]
 
+use std::future::Future;
 use std::sync::Arc;
 
 use adlake_engine::metrics::{
@@ -22,6 +28,7 @@ use adlake_proto::v1 as pb;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::auth::{Authenticator, parse_authorization};
 use crate::error::{RequestId, engine_status};
@@ -65,8 +72,41 @@ impl AdlakeGrpc {
             parse_authorization(value).map_err(|e| Status::unauthenticated(e.to_string()))?;
         self.authenticator
             .authenticate(credential.token())
-            .map(|p| p.scope)
+            .map(|p| {
+                tracing::Span::current().record("principal", p.name.as_str());
+                p.scope
+            })
             .ok_or_else(|| Status::unauthenticated("invalid token"))
+    }
+}
+
+/// Runs one call in its span (see the module's documentation): `handler`
+/// gets the call's request id, and the outcome is tagged with it; a
+/// refusal is logged.
+async fn serve<T, R, F>(
+    rpc: &'static str,
+    request: Request<T>,
+    handler: impl FnOnce(RequestId, Request<T>) -> F,
+) -> Result<Response<R>, Status>
+where
+    F: Future<Output = Result<Response<R>, Status>>,
+{
+    let id = RequestId::new();
+    let span = crate::flight_sql::call_span(id, rpc);
+    span.record("method", rpc);
+    let result = handler(id, request).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match result {
+        Ok(mut response) => {
+            id.tag(response.metadata_mut());
+            Ok(response)
+        }
+        Err(mut status) => {
+            crate::flight_sql::log_failure(id, rpc, None, &status);
+            crate::metrics::observe_failure(rpc, status.code());
+            id.tag(status.metadata_mut());
+            Err(status)
+        }
     }
 }
 
@@ -270,110 +310,122 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
         &self,
         request: Request<pb::QueryMetricsRequest>,
     ) -> Result<Response<pb::QueryMetricsResponse>, Status> {
-        let scope = self.scope(request.metadata())?;
-        let request = request.into_inner();
-        let bypass = request.bypass_cache;
-        let query = metric_query(request)?;
-        let (result, status) = self
-            .engine
-            .query_metrics(&scope, &query, bypass)
-            .await
-            .map_err(|e| engine_status(&e, RequestId::new()))?;
-        Ok(Response::new(response(&result, status)))
+        serve("QueryMetrics", request, |id, request| async move {
+            let scope = self.scope(request.metadata())?;
+            let request = request.into_inner();
+            let bypass = request.bypass_cache;
+            let query = metric_query(request)?;
+            let (result, status) = self
+                .engine
+                .query_metrics(&scope, &query, bypass)
+                .await
+                .map_err(|e| engine_status(&e, id))?;
+            Ok(Response::new(response(&result, status)))
+        })
+        .await
     }
 
     async fn list_metrics(
         &self,
         request: Request<pb::ListMetricsRequest>,
     ) -> Result<Response<pb::ListMetricsResponse>, Status> {
-        let scope = self.scope(request.metadata())?;
-        let metrics = self
-            .engine
-            .metrics(&scope)
-            .into_iter()
-            .map(|m| pb::MetricInfo {
-                tables: m.tables().into_iter().map(str::to_string).collect(),
-                kind: match m.kind {
-                    MetricKind::Base => "base",
-                    MetricKind::Ratio => "ratio",
-                    MetricKind::Blended => "blended",
-                    MetricKind::Custom => "custom",
-                }
-                .to_string(),
-                client_id: m.client.unwrap_or_default(),
-                name: m.name,
-                description: m.description,
-                expression: m.expression,
-            })
-            .collect();
-        Ok(Response::new(pb::ListMetricsResponse { metrics }))
+        serve("ListMetrics", request, |_, request| async move {
+            let scope = self.scope(request.metadata())?;
+            let metrics = self
+                .engine
+                .metrics(&scope)
+                .into_iter()
+                .map(|m| pb::MetricInfo {
+                    tables: m.tables().into_iter().map(str::to_string).collect(),
+                    kind: match m.kind {
+                        MetricKind::Base => "base",
+                        MetricKind::Ratio => "ratio",
+                        MetricKind::Blended => "blended",
+                        MetricKind::Custom => "custom",
+                    }
+                    .to_string(),
+                    client_id: m.client.unwrap_or_default(),
+                    name: m.name,
+                    description: m.description,
+                    expression: m.expression,
+                })
+                .collect();
+            Ok(Response::new(pb::ListMetricsResponse { metrics }))
+        })
+        .await
     }
 
     async fn list_dimensions(
         &self,
         request: Request<pb::ListDimensionsRequest>,
     ) -> Result<Response<pb::ListDimensionsResponse>, Status> {
-        self.scope(request.metadata())?;
-        let dimensions = DIMENSIONS
-            .iter()
-            .map(|d| pb::DimensionInfo {
-                name: d.name.to_string(),
-                description: d.description.to_string(),
-                grain: match d.grain {
-                    None => "",
-                    Some(Grain::Day) => "day",
-                    Some(Grain::Week) => "week",
-                    Some(Grain::Month) => "month",
-                    Some(Grain::Quarter) => "quarter",
-                }
-                .to_string(),
-                tables: d.columns.iter().map(|(t, _)| (*t).to_string()).collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListDimensionsResponse { dimensions }))
+        serve("ListDimensions", request, |_, request| async move {
+            self.scope(request.metadata())?;
+            let dimensions = DIMENSIONS
+                .iter()
+                .map(|d| pb::DimensionInfo {
+                    name: d.name.to_string(),
+                    description: d.description.to_string(),
+                    grain: match d.grain {
+                        None => "",
+                        Some(Grain::Day) => "day",
+                        Some(Grain::Week) => "week",
+                        Some(Grain::Month) => "month",
+                        Some(Grain::Quarter) => "quarter",
+                    }
+                    .to_string(),
+                    tables: d.columns.iter().map(|(t, _)| (*t).to_string()).collect(),
+                })
+                .collect();
+            Ok(Response::new(pb::ListDimensionsResponse { dimensions }))
+        })
+        .await
     }
 
     async fn get_freshness(
         &self,
         request: Request<pb::GetFreshnessRequest>,
     ) -> Result<Response<pb::GetFreshnessResponse>, Status> {
-        let scope = self.scope(request.metadata())?;
-        let rows = self
-            .engine
-            .freshness(&scope)
-            .await
-            .map_err(|e| engine_status(&e, RequestId::new()))?;
-        let now = self.engine.now();
-        // Yesterday is at most two days back from today in UTC, whatever
-        // the client's time zone.
-        let landings = self
-            .engine
-            .landings(&scope, now.date_naive() - Days::new(2))
-            .await
-            .map_err(|e| engine_status(&e, RequestId::new()))?;
-        let sources = rows
-            .into_iter()
-            .map(|f| {
-                let tz = self.engine.client_time_zone(&f.client_id);
-                let today = now.with_timezone(&tz).date_naive();
-                let yesterday = today - Days::new(1);
-                let (landed_at, by_8am) =
-                    yesterday_landing(&landings, &f.client_id, &f.table, tz, now);
-                pb::ClientFreshness {
-                    yesterday_landed_at: landed_at
-                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                        .unwrap_or_default(),
-                    yesterday_landed_by_8am: by_8am,
-                    yesterday_landed: f.latest_date.is_some_and(|d| d >= yesterday),
-                    latest_date: f.latest_date.map(|d| d.to_string()).unwrap_or_default(),
-                    time_zone: tz.name().to_string(),
-                    yesterday: yesterday.to_string(),
-                    client_id: f.client_id,
-                    table: f.table,
-                }
-            })
-            .collect();
-        Ok(Response::new(pb::GetFreshnessResponse { sources }))
+        serve("GetFreshness", request, |id, request| async move {
+            let scope = self.scope(request.metadata())?;
+            let rows = self
+                .engine
+                .freshness(&scope)
+                .await
+                .map_err(|e| engine_status(&e, id))?;
+            let now = self.engine.now();
+            // Yesterday is at most two days back from today in UTC, whatever
+            // the client's time zone.
+            let landings = self
+                .engine
+                .landings(&scope, now.date_naive() - Days::new(2))
+                .await
+                .map_err(|e| engine_status(&e, id))?;
+            let sources = rows
+                .into_iter()
+                .map(|f| {
+                    let tz = self.engine.client_time_zone(&f.client_id);
+                    let today = now.with_timezone(&tz).date_naive();
+                    let yesterday = today - Days::new(1);
+                    let (landed_at, by_8am) =
+                        yesterday_landing(&landings, &f.client_id, &f.table, tz, now);
+                    pb::ClientFreshness {
+                        yesterday_landed_at: landed_at
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                            .unwrap_or_default(),
+                        yesterday_landed_by_8am: by_8am,
+                        yesterday_landed: f.latest_date.is_some_and(|d| d >= yesterday),
+                        latest_date: f.latest_date.map(|d| d.to_string()).unwrap_or_default(),
+                        time_zone: tz.name().to_string(),
+                        yesterday: yesterday.to_string(),
+                        client_id: f.client_id,
+                        table: f.table,
+                    }
+                })
+                .collect();
+            Ok(Response::new(pb::GetFreshnessResponse { sources }))
+        })
+        .await
     }
 }
 
@@ -383,35 +435,38 @@ impl pb::catalog_service_server::CatalogService for AdlakeGrpc {
         &self,
         request: Request<pb::ListTablesRequest>,
     ) -> Result<Response<pb::ListTablesResponse>, Status> {
-        let scope = self.scope(request.metadata())?;
-        let tables = self
-            .engine
-            .tables()
-            .into_iter()
-            .map(|t| pb::Table {
-                columns: t
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| pb::Column {
-                        name: f.name().clone(),
-                        data_type: f.data_type().to_string(),
-                        nullable: f.is_nullable(),
-                    })
-                    .collect(),
-                name: t.name,
-                description: t.description,
-                version: t.version.and_then(|v| i64::try_from(v).ok()),
-            })
-            .collect();
-        let visible_clients = match scope {
-            Scope::AllClients => vec![crate::auth::ALL_CLIENTS.to_string()],
-            Scope::Clients(ids) => ids.into_iter().collect(),
-        };
-        Ok(Response::new(pb::ListTablesResponse {
-            tables,
-            visible_clients,
-        }))
+        serve("ListTables", request, |_, request| async move {
+            let scope = self.scope(request.metadata())?;
+            let tables = self
+                .engine
+                .tables()
+                .into_iter()
+                .map(|t| pb::Table {
+                    columns: t
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| pb::Column {
+                            name: f.name().clone(),
+                            data_type: f.data_type().to_string(),
+                            nullable: f.is_nullable(),
+                        })
+                        .collect(),
+                    name: t.name,
+                    description: t.description,
+                    version: t.version.and_then(|v| i64::try_from(v).ok()),
+                })
+                .collect();
+            let visible_clients = match scope {
+                Scope::AllClients => vec![crate::auth::ALL_CLIENTS.to_string()],
+                Scope::Clients(ids) => ids.into_iter().collect(),
+            };
+            Ok(Response::new(pb::ListTablesResponse {
+                tables,
+                visible_clients,
+            }))
+        })
+        .await
     }
 }
 

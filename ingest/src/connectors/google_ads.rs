@@ -28,6 +28,33 @@ pub fn query(from: chrono::NaiveDate, to: chrono::NaiveDate) -> String {
     )
 }
 
+/// Fields a result row may carry, as the API names them: those the GAQL
+/// [`query`] selects (camel case, nested per resource) and the
+/// `resourceName` the API adds to every resource it returns. Anything else
+/// in a row is an unknown field: the record goes to quarantine.
+pub const KNOWN_FIELDS: [&str; 20] = [
+    "customer.resourceName",
+    "customer.id",
+    "customer.descriptiveName",
+    "customer.currencyCode",
+    "campaign.resourceName",
+    "campaign.id",
+    "campaign.name",
+    "adGroup.resourceName",
+    "adGroup.id",
+    "adGroup.name",
+    "adGroupAd.resourceName",
+    "adGroupAd.ad.resourceName",
+    "adGroupAd.ad.id",
+    "adGroupAd.ad.name",
+    "metrics.costMicros",
+    "metrics.impressions",
+    "metrics.clicks",
+    "metrics.conversions",
+    "metrics.conversionsValue",
+    "segments.date",
+];
+
 /// An error object of the API (unary body or SearchStream element).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -144,7 +171,9 @@ pub fn parse_stream(body: &[u8], ctx: &ParseContext) -> Result<(Parsed, Vec<Stri
             .into_iter()
             .flatten()
         {
-            parsed.push(parse_row(row, ctx).map(Record::Ad));
+            parsed.push(
+                super::reject_unknown(parse_row(row, ctx), row, &KNOWN_FIELDS).map(Record::Ad),
+            );
         }
     }
     Ok((parsed, request_ids))

@@ -24,6 +24,15 @@ pub const API_VERSION: &str = "v21.0";
 pub const FIELDS: &str = "account_id,account_name,account_currency,campaign_id,campaign_name,\
 adset_id,adset_name,ad_id,ad_name,spend,impressions,clicks,actions,action_values";
 
+/// Fields a row may carry besides those of [`FIELDS`]: the day of a
+/// `time_increment=1` row. Anything else in a row is an unknown field.
+pub const ROW_FIELDS: [&str; 2] = ["date_start", "date_stop"];
+
+/// Whether `name` is a field an insights row may carry.
+fn known_field(name: &str) -> bool {
+    ROW_FIELDS.contains(&name) || FIELDS.split(',').any(|f| f == name)
+}
+
 /// One page of insights.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -91,7 +100,18 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .ok_or("missing 'data' array in the insights page")?;
     let mut parsed = Parsed::default();
     for row in rows {
-        parsed.push(parse_row(row, ctx).map(Record::Ad));
+        let item = parse_row(row, ctx).and_then(|record| {
+            // Insights rows are flat: `actions` and `action_values` are
+            // lists whose entries are read by action type.
+            match row
+                .as_object()
+                .and_then(|o| o.keys().find(|k| !known_field(k)))
+            {
+                Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
+                None => Ok(record),
+            }
+        });
+        parsed.push(item.map(Record::Ad));
     }
     Ok(Page {
         parsed,

@@ -158,6 +158,9 @@ pub struct ParseContext {
     pub canonical_action: String,
     /// Shopify: the key of the customer hash.
     pub customer_hash_key: Vec<u8>,
+    /// Shopify: the shop's time zone, whose local date is an order's date
+    /// (without it, the offset of the order's own timestamp).
+    pub time_zone: Option<chrono_tz::Tz>,
 }
 
 impl fmt::Debug for ParseContext {
@@ -166,6 +169,7 @@ impl fmt::Debug for ParseContext {
             .field("account_id", &self.account_id)
             .field("currency", &self.currency)
             .field("canonical_action", &self.canonical_action)
+            .field("time_zone", &self.time_zone)
             .finish_non_exhaustive()
     }
 }
@@ -182,7 +186,15 @@ impl ParseContext {
             currency: None,
             canonical_action: DEFAULT_CANONICAL_ACTION.to_owned(),
             customer_hash_key: Vec::new(),
+            time_zone: None,
         }
+    }
+
+    /// Sets the shop's time zone (Shopify).
+    #[must_use]
+    pub fn with_time_zone(mut self, zone: chrono_tz::Tz) -> Self {
+        self.time_zone = Some(zone);
+        self
     }
 
     /// Sets the account currency.
@@ -584,6 +596,55 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// The first field of `record` outside `known`, as a dotted path.
+///
+/// `known` lists dotted paths: a listed path is a field whose whole value
+/// is known (whatever lies beneath it, arrays included); an object that is
+/// only the parent of listed paths is walked, and any other field in it is
+/// unknown. Fields are visited in name order, so the answer is stable.
+pub(crate) fn unknown_field(record: &Value, known: &[&str]) -> Option<String> {
+    fn walk(value: &Value, prefix: &str, known: &[&str]) -> Option<String> {
+        let Value::Object(map) = value else {
+            return None;
+        };
+        for (key, v) in map {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if known.contains(&path.as_str()) {
+                continue;
+            }
+            let parent = format!("{path}.");
+            if v.is_object() && known.iter().any(|k| k.starts_with(&parent)) {
+                if let Some(unknown) = walk(v, &path, known) {
+                    return Some(unknown);
+                }
+                continue;
+            }
+            return Some(path);
+        }
+        None
+    }
+    walk(record, "", known)
+}
+
+/// A parsed record, or a reject when `raw` carries a field outside
+/// `known` (checked after the record parsed, so a missing or unreadable
+/// field is reported first).
+pub(crate) fn reject_unknown<T>(
+    parsed: std::result::Result<T, Reject>,
+    raw: &Value,
+    known: &[&str],
+) -> std::result::Result<T, Reject> {
+    let record = parsed?;
+    match unknown_field(raw, known) {
+        Some(field) => Err(Reject::new(format!("unknown field '{field}'"), raw)),
+        None => Ok(record),
     }
 }
 

@@ -1,13 +1,16 @@
 //! Shopify Admin REST: `orders.json`, paged by the `Link` header.
 //!
-//! Quirks: money is strings; timestamps carry the shop's offset (the order's
-//! date is the shop-local date of that timestamp); 429 carries
+//! Quirks: money is strings; timestamps carry an offset, and the order's
+//! date is the shop-local date: the fetch reads the shop's IANA time zone
+//! from `shop.json` once per shop and job (saved payloads, without it, use
+//! the offset of the timestamp itself); 429 carries
 //! `Retry-After`, and `X-Shopify-Shop-Api-Call-Limit` tells how full the
 //! leaky bucket is (the fetch paces itself before it overflows). The customer's e-mail is kept only as a keyed hash; no
 //! other personal data (phone, addresses, IP, names) leaves this module,
 //! not even in the raw record kept for quarantine.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono_tz::Tz;
 use serde_json::Value;
 
 use super::{
@@ -18,6 +21,36 @@ use crate::http::{Call, SourceError, classify_status, url_encode};
 
 /// The Admin API version in the URL.
 pub const API_VERSION: &str = "2024-10";
+
+/// The order fields the fetch asks for (`fields=`): what the parser reads,
+/// what a quarantined record keeps, and the e-mail address for the
+/// customer hash. Asking for no more keeps personal data (addresses,
+/// phone, names, IP) from even crossing the wire.
+///
+/// A fetched order that carries a top-level field outside this list is an
+/// unknown field and goes to quarantine. Saved payloads (`adlake-ingest
+/// file`) are exempt: they hold the whole order resource, some eighty
+/// documented fields that grow with each API version, all read by name
+/// and none of them mapped by position, so a field we do not read cannot
+/// corrupt a row; listing them all would only make new API versions fail.
+pub const ORDER_FIELDS: [&str; 16] = [
+    "id",
+    "name",
+    "created_at",
+    "processed_at",
+    "currency",
+    "total_price",
+    "subtotal_price",
+    "total_price_set",
+    "subtotal_price_set",
+    "financial_status",
+    "landing_site",
+    "landing_site_ref",
+    "source_name",
+    "test",
+    "email",
+    "contact_email",
+];
 
 /// Fields of an order that are kept in a quarantined raw record.
 const SAFE_FIELDS: [&str; 12] = [
@@ -46,8 +79,23 @@ pub fn redacted(order: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Parses `{"orders": [...]}`, `{"order": {...}}` or a bare array.
+/// Parses `{"orders": [...]}`, `{"order": {...}}` or a bare array (a saved
+/// payload: every order field is accepted, see [`ORDER_FIELDS`]).
 pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Parsed, String> {
+    parse_orders(body, ctx, None)
+}
+
+/// Parses a fetched page whose orders were asked for with `fields`: a
+/// top-level field outside them sends the order to quarantine.
+pub fn parse_fetched(body: &[u8], ctx: &ParseContext, fields: &[&str]) -> Result<Parsed, String> {
+    parse_orders(body, ctx, Some(fields))
+}
+
+fn parse_orders(
+    body: &[u8],
+    ctx: &ParseContext,
+    fields: Option<&[&str]>,
+) -> Result<Parsed, String> {
     let value = json_body(body)?;
     if let Some(errors) = value.get("errors") {
         return Err(format!("Shopify error: {errors}"));
@@ -60,7 +108,21 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Parsed, String> {
     };
     let mut parsed = Parsed::default();
     for order in &orders {
-        parsed.push(parse_order(order, ctx).map(Record::Order));
+        let item = parse_order(order, ctx).and_then(|record| {
+            let unknown = fields.and_then(|fields| {
+                order
+                    .as_object()
+                    .and_then(|o| o.keys().find(|k| !fields.contains(&k.as_str())))
+            });
+            match unknown {
+                Some(field) => Err(Reject::new(
+                    format!("unknown field '{field}'"),
+                    &redacted(order),
+                )),
+                None => Ok(record),
+            }
+        });
+        parsed.push(item.map(Record::Order));
     }
     Ok(parsed)
 }
@@ -114,7 +176,7 @@ fn parse_order(order: &Value, ctx: &ParseContext) -> Result<OrderRow, Reject> {
         None => None,
     };
     Ok(OrderRow {
-        date: created.date_naive(),
+        date: shop_date(created, ctx.time_zone),
         shop_id: ctx.account_id.clone(),
         order_id,
         created_at: created.with_timezone(&Utc),
@@ -128,6 +190,25 @@ fn parse_order(order: &Value, ctx: &ParseContext) -> Result<OrderRow, Reject> {
         customer_key,
         raw: safe.to_string(),
     })
+}
+
+/// The shop-local date of `created`: in the shop's time zone when known,
+/// else in the timestamp's own offset (which Shopify writes in the shop's
+/// zone).
+pub fn shop_date(created: DateTime<FixedOffset>, shop_zone: Option<Tz>) -> NaiveDate {
+    match shop_zone {
+        Some(tz) => created.with_timezone(&tz).date_naive(),
+        None => created.date_naive(),
+    }
+}
+
+/// Reads `shop.iana_timezone` from a `shop.json` body.
+pub fn parse_shop_zone(body: &[u8]) -> Result<Tz, String> {
+    let value = json_body(body)?;
+    let name = text_field(at(&value, "shop.iana_timezone"))
+        .map_err(|e| format!("shop.json: {}", e.describe("shop.iana_timezone")))?;
+    name.parse::<Tz>()
+        .map_err(|_| format!("shop.json: '{name}' is not an IANA time zone"))
 }
 
 /// The pause Shopify's leaky bucket needs before the next call, from the
@@ -169,15 +250,35 @@ pub fn next_link(header: &str) -> Option<String> {
 /// widened by a day on each side, then the rows outside are dropped by
 /// validation against the shop-local date).
 pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
+    let mut fetched = Fetched::default();
+    // The shop's time zone, once per shop and job: the order dates are
+    // shop-local days.
+    let shop = ctx
+        .send(
+            SourceKind::Shopify,
+            &Call::get(format!(
+                "{}/admin/api/{API_VERSION}/shop.json",
+                ctx.base_url
+            ))
+            .token_in("X-Shopify-Access-Token"),
+            classify_status,
+        )
+        .await?;
+    fetched.request_ids.extend(shop.request_id.clone());
+    let zone = parse_shop_zone(&shop.body).map_err(|m| ctx.malformed(m))?;
+    let parse_ctx = ParseContext {
+        time_zone: Some(zone),
+        ..ctx.parse.clone()
+    };
     let min = ctx.from.pred_opt().unwrap_or(ctx.from);
     let max = ctx.to.succ_opt().unwrap_or(ctx.to);
     let mut url = Some(format!(
-        "{}/admin/api/{API_VERSION}/orders.json?status=any&limit=250&created_at_min={}&created_at_max={}",
+        "{}/admin/api/{API_VERSION}/orders.json?status=any&limit=250&created_at_min={}&created_at_max={}&fields={}",
         ctx.base_url,
         url_encode(&format!("{min}T00:00:00Z")),
         url_encode(&format!("{max}T23:59:59Z")),
+        ORDER_FIELDS.join(","),
     ));
-    let mut fetched = Fetched::default();
     let mut pages = 0usize;
     while let Some(next) = url.take() {
         pages += 1;
@@ -188,7 +289,7 @@ pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
         let reply = ctx
             .send(SourceKind::Shopify, &call, classify_status)
             .await?;
-        let mut parsed = parse(&reply.body, &ctx.parse)
+        let mut parsed = parse_fetched(&reply.body, &parse_ctx, &ORDER_FIELDS)
             .map_err(|m| ctx.malformed(format!("page {pages}: {m}")))?;
         // Orders of neighbouring days were asked for only to cover every
         // shop offset; they belong to other slices, not to quarantine.

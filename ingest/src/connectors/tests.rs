@@ -582,9 +582,511 @@ fn csv_exports_go_through_the_same_parsers() {
     // A ragged line is an error naming the line, not a panic.
     let err = parse_csv_export(
         SourceKind::MetaAds,
-        b"date_start,spend\n2025-06-01\n",
+        b"date_start,campaign_id,spend,impressions,clicks\n2025-06-01\n",
         &ctx("1"),
     )
     .unwrap_err();
     assert!(err.contains("CSV line 2"), "{err}");
+}
+
+fn reasons(parsed: &Parsed) -> Vec<&str> {
+    parsed.rejects.iter().map(|r| r.reason.as_str()).collect()
+}
+
+#[test]
+fn every_shared_fixture_parses_without_an_unknown_field() {
+    // The real payloads carry fields the connectors do not read (Google's
+    // resourceName, TikTok's and LinkedIn's other metrics, LinkedIn's
+    // costInUsd, Shopify's whole order): none may be sent to quarantine
+    // as unknown.
+    let ctx = ParseContext::new("1")
+        .with_currency("USD")
+        .with_customer_hash_key(b"k".to_vec());
+    let cases = [
+        (
+            SourceKind::GoogleAds,
+            "google-ads/googleads_perl_stream_search_response.json",
+        ),
+        (
+            SourceKind::GoogleAds,
+            "google-ads/googleads_perl_paged_search_response.json",
+        ),
+        (SourceKind::Ga4, "ga4/sitekit_report.json"),
+        (
+            SourceKind::LinkedinAds,
+            "linkedin/airbyte_ad_campaign_analytics_response_1.json",
+        ),
+        (
+            SourceKind::LinkedinAds,
+            "linkedin/airbyte_ad_member_country_analytics_response_1.json",
+        ),
+        (SourceKind::Shopify, "shopify/shopify_python_api_order.json"),
+        (
+            SourceKind::Shopify,
+            "shopify/shopify_python_api_orders.json",
+        ),
+        (
+            SourceKind::TiktokAds,
+            "tiktok/airbyte_ads_reports_hourly.json",
+        ),
+        (
+            SourceKind::TiktokAds,
+            "tiktok/airbyte_advertisers_audience_reports_lifetime.json",
+        ),
+        (
+            SourceKind::TiktokAds,
+            "tiktok/airbyte_advertisers_reports_hourly.json",
+        ),
+        (
+            SourceKind::TiktokAds,
+            "tiktok/airbyte_campaigns_reports_hourly.json",
+        ),
+    ];
+    for (kind, path) in cases {
+        let parsed = parse_payload(kind, &fixture(path), &ctx).unwrap();
+        for r in &parsed.rejects {
+            assert!(!r.reason.contains("unknown field"), "{path}: {}", r.reason);
+        }
+    }
+    // Counts read off the files: the ad report has 2 hourly rows, the
+    // campaign report 2 rows, all of them read.
+    let tiktok = |path: &str| parse_payload(SourceKind::TiktokAds, &fixture(path), &ctx).unwrap();
+    let hourly = tiktok("tiktok/airbyte_ads_reports_hourly.json");
+    assert_eq!((hourly.records.len(), hourly.rejects.len()), (2, 0));
+    let campaigns = tiktok("tiktok/airbyte_campaigns_reports_hourly.json");
+    assert_eq!(campaigns.records.len(), 2);
+    // Shopify's fetched pages ask for ORDER_FIELDS; cut down to them, the
+    // real order still parses to the same numbers.
+    let mut page: serde_json::Value =
+        serde_json::from_slice(&fixture("shopify/shopify_python_api_orders.json")).unwrap();
+    for order in page["orders"].as_array_mut().unwrap() {
+        order
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| shopify::ORDER_FIELDS.contains(&k.as_str()));
+    }
+    let fetched = shopify::parse_fetched(
+        &serde_json::to_vec(&page).unwrap(),
+        &ctx,
+        &shopify::ORDER_FIELDS,
+    )
+    .unwrap();
+    assert!(fetched.rejects.is_empty(), "{:?}", fetched.rejects);
+    let Record::Order(o) = &fetched.records[0] else {
+        panic!("not an order")
+    };
+    assert_eq!(
+        (
+            o.order_id.as_str(),
+            o.total_price_micros,
+            o.subtotal_price_micros
+        ),
+        ("450789469", 598_940_000, 597_000_000)
+    );
+}
+
+#[test]
+fn a_record_with_an_unknown_field_goes_to_quarantine_by_name() {
+    // Google: an extra metric inside a resource object.
+    let row = |extra: &str| {
+        format!(
+            r#"{{"customer":{{"resourceName":"customers/1","id":"1","currencyCode":"EUR"}},"campaign":{{"resourceName":"customers/1/campaigns/7","id":"7"}},
+               "metrics":{{"costMicros":"1000000","impressions":"10","clicks":"1"{extra}}},"segments":{{"date":"2025-06-01"}}}}"#
+        )
+    };
+    let body = format!(r#"[{{"results":[{},{}]}}]"#, row(""), row(r#","foo":"3""#));
+    let parsed = google_ads::parse(body.as_bytes(), &ParseContext::new("1")).unwrap();
+    assert_eq!(parsed.records.len(), 1);
+    assert_eq!(reasons(&parsed), ["unknown field 'metrics.foo'"]);
+    assert!(parsed.rejects[0].raw.contains("\"foo\":\"3\""));
+    let body = format!(
+        r#"[{{"results":[{}]}}]"#,
+        row("").replacen('{', r#"{"adGroupCriterion":{"id":"5"},"#, 1)
+    );
+    let parsed = google_ads::parse(body.as_bytes(), &ParseContext::new("1")).unwrap();
+    assert_eq!(reasons(&parsed), ["unknown field 'adGroupCriterion'"]);
+
+    // Meta: a field outside `fields` and the day.
+    let meta_row = |extra: &str| {
+        format!(
+            r#"{{"account_currency":"USD","campaign_id":"1","ad_id":"2","date_start":"2025-06-01","date_stop":"2025-06-01","spend":"1.00","impressions":"10","clicks":"1"{extra}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"data":[{},{}]}}"#,
+        meta_row(r#","cpm":"100""#),
+        meta_row("")
+    );
+    let page = meta::parse(body.as_bytes(), &ParseContext::new("1")).unwrap();
+    assert_eq!(page.parsed.records.len(), 1);
+    assert_eq!(reasons(&page.parsed), ["unknown field 'cpm'"]);
+
+    // TikTok: an unknown metric, and an unknown top-level key.
+    let tt_row = |extra_metric: &str, extra_top: &str| {
+        format!(
+            r#"{{"dimensions":{{"stat_time_day":"2025-06-01 00:00:00","ad_id":"9"}},"metrics":{{"campaign_id":"7","spend":"1.5","impressions":"10","clicks":"1"{extra_metric}}}{extra_top}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"code":0,"message":"OK","data":{{"list":[{},{},{}]}}}}"#,
+        tt_row("", ""),
+        tt_row(r#","foo":"1""#, ""),
+        tt_row("", r#","bar":1"#)
+    );
+    let page = tiktok::parse(
+        body.as_bytes(),
+        &ParseContext::new("1").with_currency("EUR"),
+    )
+    .unwrap();
+    assert_eq!(page.parsed.records.len(), 1);
+    assert_eq!(
+        reasons(&page.parsed),
+        ["unknown field 'metrics.foo'", "unknown field 'bar'"]
+    );
+
+    // LinkedIn: a field outside the requested ones.
+    let li_row = |extra: &str| {
+        format!(
+            r#"{{"impressions":10,"clicks":1,"pivotValues":["urn:li:sponsoredCampaign:1"],"costInLocalCurrency":"2.5"{extra},
+               "dateRange":{{"start":{{"year":2023,"month":1,"day":2}},"end":{{"year":2023,"month":1,"day":2}}}}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"elements":[{},{}]}}"#,
+        li_row(""),
+        li_row(r#","videoViews":4"#)
+    );
+    let page = linkedin::parse(
+        body.as_bytes(),
+        &ParseContext::new("1").with_currency("EUR"),
+    )
+    .unwrap();
+    assert_eq!(page.parsed.records.len(), 1);
+    assert_eq!(reasons(&page.parsed), ["unknown field 'videoViews'"]);
+
+    // GA4: a row with a key besides its two value lists; a column the
+    // report did not ask for makes every row unknown.
+    let ga = |extra_row: &str, extra_metric: &str, extra_value: &str| {
+        format!(
+            r#"{{"dimensionHeaders":[{{"name":"date"}}],"metricHeaders":[{{"name":"sessions"}}{extra_metric}],
+               "rows":[{{"dimensionValues":[{{"value":"20230110"}}],"metricValues":[{{"value":"5"}}{extra_value}]}},
+                       {{"dimensionValues":[{{"value":"20230111"}}],"metricValues":[{{"value":"6"}}{extra_value}]{extra_row}}}],
+               "metadata":{{"currencyCode":"EUR"}}}}"#
+        )
+    };
+    let page = ga4::parse(
+        ga(r#","foo":[]"#, "", "").as_bytes(),
+        &ParseContext::new("1"),
+    )
+    .unwrap();
+    assert_eq!(page.parsed.records.len(), 1);
+    assert_eq!(page.parsed.records[0].date(), day(2023, 1, 10));
+    assert_eq!(reasons(&page.parsed), ["unknown field 'foo'"]);
+    let page = ga4::parse(
+        ga("", r#",{"name":"bounceRate"}"#, r#",{"value":"0.5"}"#).as_bytes(),
+        &ParseContext::new("1"),
+    )
+    .unwrap();
+    assert_eq!(
+        reasons(&page.parsed),
+        ["unknown field 'bounceRate'", "unknown field 'bounceRate'"]
+    );
+
+    // Shopify: a fetched order with a field it was not asked for; the raw
+    // record kept is still free of personal data.
+    let order = |id: &str, extra: &str| {
+        format!(
+            r#"{{"id":{id},"created_at":"2025-06-01T10:00:00-04:00","currency":"USD","total_price":"10.00","subtotal_price":"9.00","email":"ann@example.com"{extra}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"orders":[{},{}]}}"#,
+        order("1", ""),
+        order("2", r#","phone":"+1 555 0100""#)
+    );
+    let ctx = ParseContext::new("shop").with_customer_hash_key(b"k".to_vec());
+    let parsed = shopify::parse_fetched(body.as_bytes(), &ctx, &shopify::ORDER_FIELDS).unwrap();
+    assert_eq!(parsed.records.len(), 1);
+    assert_eq!(reasons(&parsed), ["unknown field 'phone'"]);
+    assert!(
+        !parsed.rejects[0].raw.contains("555"),
+        "{}",
+        parsed.rejects[0].raw
+    );
+    // A saved payload holds the whole order resource: accepted.
+    let saved = shopify::parse(body.as_bytes(), &ctx).unwrap();
+    assert_eq!((saved.records.len(), saved.rejects.len()), (2, 0));
+}
+
+#[test]
+fn shopify_dates_are_shop_local() {
+    let ctx = ParseContext::new("shop");
+    let body = br#"{"orders":[{"id":1,"created_at":"2025-06-01T23:30:00-04:00","currency":"USD","total_price":"1","subtotal_price":"1"}]}"#;
+    let date = |ctx: &ParseContext| shopify::parse(body, ctx).unwrap().records[0].date();
+    // Without the shop's zone: the timestamp's own offset.
+    assert_eq!(date(&ctx), day(2025, 6, 1));
+    // New York is UTC-4 in June: 23:30 local, the same day.
+    assert_eq!(
+        date(&ctx.clone().with_time_zone(chrono_tz::America::New_York)),
+        day(2025, 6, 1)
+    );
+    // 03:30 UTC on June 2 is 05:30 in Berlin (UTC+2): the shop's zone wins.
+    assert_eq!(
+        date(&ctx.clone().with_time_zone(chrono_tz::Europe::Berlin)),
+        day(2025, 6, 2)
+    );
+    assert_eq!(
+        shopify::parse_shop_zone(br#"{"shop":{"iana_timezone":"Europe/Berlin"}}"#),
+        Ok(chrono_tz::Europe::Berlin)
+    );
+    let err =
+        shopify::parse_shop_zone(br#"{"shop":{"iana_timezone":"Mars/Olympus"}}"#).unwrap_err();
+    assert!(err.contains("Mars/Olympus"), "{err}");
+    let err = shopify::parse_shop_zone(br#"{"shop":{}}"#).unwrap_err();
+    assert!(err.contains("missing field 'shop.iana_timezone'"), "{err}");
+}
+
+#[test]
+fn csv_exports_with_the_platforms_display_headers() {
+    let ctx = |account: &str| ParseContext::new(account).with_customer_hash_key(b"k".to_vec());
+
+    // Google Ads UI report download layout: a title line and a date-range
+    // line above the header, "Total: ..." rows below, thousands
+    // separators, cost in currency units, "--" for none, a BOM.
+    let google = "\u{feff}Ad group report\n\
+                  \"June 1, 2025 - June 2, 2025\"\n\
+                  Day,Campaign,Campaign ID,Ad group,Ad group ID,Currency code,Cost,Impr.,Clicks,CTR,Conversions,Conv. value\n\
+                  2025-06-01,Brand,111,Exact,222,USD,\"1,234.56\",\"12,000\",50,0.42%,2.5,99.95\n\
+                  2025-06-02,Brand,111,Exact,222,USD,0.10,400,10,2.50%,--,--\n\
+                  \"Total: Account\",,,,,,\"1,234.66\",\"12,400\",60,0.48%,2.5,99.95\n\
+                  \"Total: Campaigns\",,,,,,\"1,234.66\",\"12,400\",60,0.48%,2.5,99.95\n";
+    let parsed = parse_csv_export(
+        SourceKind::GoogleAds,
+        google.as_bytes(),
+        &ctx("123-456-7890"),
+    )
+    .unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    let rows = ads(&parsed);
+    assert_eq!(rows.len(), 2);
+    // 1,234.56 currency units = 1 234 560 000 micros.
+    assert_eq!(
+        (
+            rows[0].date,
+            rows[0].campaign_id.as_str(),
+            rows[0].campaign_name.as_deref()
+        ),
+        (day(2025, 6, 1), "111", Some("Brand"))
+    );
+    assert_eq!(
+        (
+            rows[0].ad_group_id.as_deref(),
+            rows[0].ad_group_name.as_deref()
+        ),
+        (Some("222"), Some("Exact"))
+    );
+    assert_eq!(
+        (
+            rows[0].spend_micros,
+            rows[0].impressions,
+            rows[0].clicks,
+            rows[0].currency.as_str()
+        ),
+        (1_234_560_000, 12_000, 50, "USD")
+    );
+    assert_eq!(
+        (rows[0].conversions, rows[0].conversion_value_micros),
+        (2.5, 99_950_000)
+    );
+    assert_eq!(
+        (
+            rows[1].spend_micros,
+            rows[1].impressions,
+            rows[1].conversions
+        ),
+        (100_000, 400, 0.0)
+    );
+
+    // Meta Ads Manager export layout: the currency in the spend header.
+    let meta = "Reporting starts,Reporting ends,Campaign name,Campaign ID,Ad set name,Ad set ID,Ad name,Ad ID,Amount spent (EUR),Impressions,Reach,Clicks (all),Link clicks,Purchases,Purchases conversion value\n\
+                2025-06-01,2025-06-01,Prospecting,c1,Lookalike,s1,Video,a1,10.25,\"1,000\",800,20,15,2,80.50\n";
+    let parsed = parse_csv_export(SourceKind::MetaAds, meta.as_bytes(), &ctx("1001")).unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    let r = ads(&parsed)[0];
+    assert_eq!(
+        (
+            r.date,
+            r.campaign_id.as_str(),
+            r.ad_group_id.as_deref(),
+            r.ad_id.as_deref()
+        ),
+        (day(2025, 6, 1), "c1", Some("s1"), Some("a1"))
+    );
+    assert_eq!(
+        (r.spend_micros, r.impressions, r.clicks, r.currency.as_str()),
+        (10_250_000, 1000, 20, "EUR")
+    );
+    assert_eq!(
+        (r.conversions, r.conversion_value_micros),
+        (2.0, 80_500_000)
+    );
+
+    // TikTok Ads Manager custom report layout.
+    let tiktok = "Date,Campaign name,Campaign ID,Ad group ID,Ad ID,Cost,Impressions,Clicks,CTR,Conversions,Currency\n\
+                  2024-03-01,Spring,77,66,555,12.50,\"1,000\",10,1.00%,3,USD\n";
+    let parsed = parse_csv_export(
+        SourceKind::TiktokAds,
+        tiktok.as_bytes(),
+        &ctx("872746382648").with_currency("USD"),
+    )
+    .unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    let r = ads(&parsed)[0];
+    assert_eq!(
+        (
+            r.date,
+            r.campaign_id.as_str(),
+            r.campaign_name.as_deref(),
+            r.ad_id.as_deref()
+        ),
+        (day(2024, 3, 1), "77", Some("Spring"), Some("555"))
+    );
+    assert_eq!(
+        (r.spend_micros, r.impressions, r.clicks, r.conversions),
+        (12_500_000, 1000, 10, 3.0)
+    );
+
+    // LinkedIn Campaign Manager campaign performance layout (US dates).
+    let linkedin = "Start Date (in UTC),Account Name,Campaign Group ID,Campaign Name,Campaign ID,Currency,Total Spent,Impressions,Clicks,Conversions\n\
+                    1/2/2023,Acme,600,Launch,1111,EUR,193.12,\"19,090\",100,4\n";
+    let parsed = parse_csv_export(
+        SourceKind::LinkedinAds,
+        linkedin.as_bytes(),
+        &ctx("508720").with_currency("EUR"),
+    )
+    .unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    let r = ads(&parsed)[0];
+    // The campaign group is the campaign, the campaign the ad group.
+    assert_eq!(
+        (r.date, r.campaign_id.as_str(), r.ad_group_id.as_deref()),
+        (day(2023, 1, 2), "600", Some("1111"))
+    );
+    assert_eq!(
+        (r.spend_micros, r.impressions, r.clicks, r.conversions),
+        (193_120_000, 19_090, 100, 4.0)
+    );
+
+    // GA4 download layout: `#` comment lines above the header.
+    let ga4_csv = "# ----------------------------------------\n\
+                   # Traffic acquisition\n\
+                   # Start date: 20230110\n\
+                   # ----------------------------------------\n\
+                   \n\
+                   Date,Session source,Session medium,Session campaign,Device category,Country,Sessions,Engaged sessions,Key events,Total revenue\n\
+                   20230110,google,cpc,brand,mobile,Germany,\"1,100\",400,2,120.5\n";
+    let parsed = parse_csv_export(
+        SourceKind::Ga4,
+        ga4_csv.as_bytes(),
+        &ctx("987654").with_currency("EUR"),
+    )
+    .unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    let Record::Session(r) = &parsed.records[0] else {
+        panic!("not a session row");
+    };
+    assert_eq!(
+        (
+            r.date,
+            r.source.as_deref(),
+            r.campaign.as_deref(),
+            r.country.as_deref()
+        ),
+        (
+            day(2023, 1, 10),
+            Some("google"),
+            Some("brand"),
+            Some("Germany")
+        )
+    );
+    assert_eq!(
+        (
+            r.sessions,
+            r.engaged_sessions,
+            r.key_events,
+            r.revenue_micros
+        ),
+        (1100, 400, 2.0, 120_500_000)
+    );
+
+    // Shopify orders export layout: one row per line item, the order's
+    // fields on its first row only; the shop's offset in "Created at".
+    let shopify = "Name,Email,Financial Status,Currency,Subtotal,Shipping,Taxes,Total,Created at,Lineitem quantity,Lineitem name,Id,Source\n\
+                   #1001,ann@example.com,paid,USD,49.90,5.00,5.00,59.90,2025-06-01 23:30:00 -0400,1,Shirt,5001,web\n\
+                   #1001,,,,,,,,,2,Socks,5001,\n\
+                   #1002,,pending,USD,10.00,0.00,0.00,10.00,2025-06-02 08:00:00 -0400,1,Hat,5002,web\n";
+    let parsed = parse_csv_export(SourceKind::Shopify, shopify.as_bytes(), &ctx("shop")).unwrap();
+    assert!(parsed.rejects.is_empty(), "{:?}", parsed.rejects);
+    assert_eq!(parsed.records.len(), 2);
+    let Record::Order(o) = &parsed.records[0] else {
+        panic!("not an order row");
+    };
+    assert_eq!((o.date, o.order_id.as_str()), (day(2025, 6, 1), "5001"));
+    // 23:30 at UTC-4 is 03:30 UTC the next day.
+    assert_eq!(
+        o.created_at,
+        Utc.with_ymd_and_hms(2025, 6, 2, 3, 30, 0).unwrap()
+    );
+    assert_eq!(
+        (o.total_price_micros, o.subtotal_price_micros),
+        (59_900_000, 49_900_000)
+    );
+    assert_eq!(
+        o.customer_key.as_deref(),
+        Some(crate::pii::customer_key(b"k", "ann@example.com").as_str())
+    );
+}
+
+#[test]
+fn a_csv_export_without_a_required_column_names_it() {
+    let ctx = ParseContext::new("1").with_currency("USD");
+    // A Google export without the campaign id column.
+    let err = parse_csv_export(
+        SourceKind::GoogleAds,
+        b"Day,Campaign,Cost,Impr.,Clicks\n2025-06-01,Brand,1.00,10,1\n",
+        &ctx,
+    )
+    .unwrap_err();
+    assert!(err.contains("missing column 'Campaign ID'"), "{err}");
+    assert!(err.contains("Day, Campaign, Cost, Impr., Clicks"), "{err}");
+    // Meta's "Link clicks" is not the API's clicks.
+    let err = parse_csv_export(
+        SourceKind::MetaAds,
+        b"Reporting starts,Campaign ID,Amount spent (USD),Impressions,Link clicks\n2025-06-01,c,1,10,1\n",
+        &ctx,
+    )
+    .unwrap_err();
+    assert!(err.contains("missing column 'Clicks (all)'"), "{err}");
+    // A LinkedIn export with names but no ids.
+    let err = parse_csv_export(
+        SourceKind::LinkedinAds,
+        b"Start Date (in UTC),Campaign Name,Total Spent,Impressions,Clicks\n1/2/2023,Launch,1,10,1\n",
+        &ctx,
+    )
+    .unwrap_err();
+    assert!(err.contains("missing column 'Campaign ID'"), "{err}");
+    // A bad display amount names the column.
+    let err = parse_csv_export(
+        SourceKind::GoogleAds,
+        b"Day,Campaign ID,Cost,Impr.,Clicks\n2025-06-01,1,a lot,10,1\n",
+        &ctx,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("column 'Cost': 'a lot' is not an amount"),
+        "{err}"
+    );
+    // Only a title line: no header.
+    let err = parse_csv_export(SourceKind::GoogleAds, b"Campaign report\n", &ctx).unwrap_err();
+    assert!(err.contains("no header row"), "{err}");
 }

@@ -18,6 +18,129 @@ use crate::http::{Call, Reply, SourceError, Verdict, classify_status, url_encode
 /// TikTok's rate-limit codes.
 pub const RATE_LIMIT_CODES: [i64; 2] = [40100, 40133];
 
+/// Dimensions a row may carry: the time dimensions and the ids of the
+/// report's data levels.
+pub const KNOWN_DIMENSIONS: [&str; 8] = [
+    "stat_time_day",
+    "stat_time_hour",
+    "ad_id",
+    "adgroup_id",
+    "campaign_id",
+    "advertiser_id",
+    "age",
+    "gender",
+];
+
+/// Metrics a row may carry: those the connector reads and the other
+/// documented BASIC report metrics (saved reports of other tools ask for
+/// them; they are known and ignored). Anything else in `metrics`, in
+/// `dimensions` or at the top of a row is an unknown field.
+pub const KNOWN_METRICS: [&str; 84] = [
+    "ad_id",
+    "ad_name",
+    "ad_text",
+    "adgroup_id",
+    "adgroup_name",
+    "advertiser_id",
+    "advertiser_name",
+    "app_install",
+    "average_video_play",
+    "average_video_play_per_user",
+    "campaign_id",
+    "campaign_name",
+    "cash_spend",
+    "clicks",
+    "clicks_on_music_disc",
+    "comments",
+    "complete_payment",
+    "conversion",
+    "conversion_rate",
+    "cost_per_1000_reached",
+    "cost_per_app_install",
+    "cost_per_conversion",
+    "cost_per_purchase",
+    "cost_per_registration",
+    "cost_per_result",
+    "cost_per_sales_lead",
+    "cost_per_secondary_goal_result",
+    "cost_per_total_app_event_add_to_cart",
+    "cost_per_total_sales_lead",
+    "cpc",
+    "cpm",
+    "cta_conversion",
+    "cta_purchase",
+    "ctr",
+    "dpa_target_audience_type",
+    "follows",
+    "frequency",
+    "impressions",
+    "likes",
+    "mobile_app_id",
+    "onsite_shopping",
+    "placement_type",
+    "profile_visits",
+    "profile_visits_rate",
+    "promotion_type",
+    "purchase",
+    "purchase_rate",
+    "reach",
+    "real_time_app_install",
+    "real_time_app_install_cost",
+    "real_time_conversion",
+    "real_time_conversion_rate",
+    "real_time_cost_per_conversion",
+    "real_time_cost_per_result",
+    "real_time_result",
+    "real_time_result_rate",
+    "registration",
+    "registration_rate",
+    "result",
+    "result_rate",
+    "sales_lead",
+    "sales_lead_rate",
+    "secondary_goal_result",
+    "secondary_goal_result_rate",
+    "shares",
+    "spend",
+    "total_app_event_add_to_cart",
+    "total_complete_payment_rate",
+    "total_onsite_shopping_value",
+    "total_pageview",
+    "total_purchase_value",
+    "tt_app_id",
+    "tt_app_name",
+    "value_per_complete_payment",
+    "video_play_actions",
+    "video_views_p100",
+    "video_views_p25",
+    "video_views_p50",
+    "video_views_p75",
+    "video_watched_2s",
+    "video_watched_6s",
+    "voucher_spend",
+    "vta_conversion",
+    "vta_purchase",
+];
+
+/// The first field of a report row outside the known ones.
+fn unknown_field(row: &Value) -> Option<String> {
+    let object = row.as_object()?;
+    for (key, value) in object {
+        let known: &[&str] = match key.as_str() {
+            "dimensions" => &KNOWN_DIMENSIONS,
+            "metrics" => &KNOWN_METRICS,
+            "advertiser_id" => continue,
+            _ => return Some(key.clone()),
+        };
+        if let Some(inner) = value.as_object()
+            && let Some(name) = inner.keys().find(|k| !known.contains(&k.as_str()))
+        {
+            return Some(format!("{key}.{name}"));
+        }
+    }
+    None
+}
+
 /// One report page.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -78,7 +201,11 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .ok_or("missing 'data.list' array in the report page")?;
     let mut parsed = Parsed::default();
     for row in rows {
-        parsed.push(parse_row(row, ctx).map(Record::Ad));
+        let item = parse_row(row, ctx).and_then(|record| match unknown_field(row) {
+            Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
+            None => Ok(record),
+        });
+        parsed.push(item.map(Record::Ad));
     }
     Ok(Page {
         parsed,

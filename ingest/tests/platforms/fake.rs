@@ -1,8 +1,13 @@
 //! A fake platform API: scripted answers per (method, path, text the query
 //! or body contains), a queue of one-off answers before a default one, and
-//! a log of every request.
+//! a log of every request, with the most requests it had in flight at once.
+//!
+//! Two Shopify behaviours are built in: `shop.json` answers with the shop's
+//! IANA time zone (`America/New_York` unless set, or a scripted route), and
+//! the orders of an `orders.json` answer are cut down to the `fields=` the
+//! request asked for, as Shopify does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +72,56 @@ struct Inner {
     routes: Vec<Route>,
     log: Vec<Logged>,
     tokens: VecDeque<String>,
+    shop_zone: Option<String>,
+    /// Requests in flight now and at most, in all and per path.
+    in_flight: HashMap<String, (usize, usize)>,
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight(Arc<Mutex<Inner>>, String);
+
+impl InFlight {
+    const ALL: &'static str = "*";
+
+    fn enter(inner: &Arc<Mutex<Inner>>, path: &str) -> Self {
+        let mut i = inner.lock().unwrap();
+        for key in [Self::ALL, path] {
+            let (now, max) = i.in_flight.entry(key.to_owned()).or_default();
+            *now += 1;
+            *max = (*max).max(*now);
+        }
+        Self(Arc::clone(inner), path.to_owned())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut i = self.0.lock().unwrap();
+        for key in [Self::ALL, self.1.as_str()] {
+            if let Some((now, _)) = i.in_flight.get_mut(key) {
+                *now -= 1;
+            }
+        }
+    }
+}
+
+/// Keeps only the `fields=` of each order of a Shopify `orders.json` body.
+fn shopify_fields(query: &str, body: Vec<u8>) -> Vec<u8> {
+    let Some(fields) = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "fields")
+        .map(|(_, v)| v.split(',').map(str::to_owned).collect::<BTreeSet<_>>())
+    else {
+        return body;
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if let Some(orders) = value.get_mut("orders").and_then(|o| o.as_array_mut()) {
+        for order in orders.iter_mut().filter_map(|o| o.as_object_mut()) {
+            order.retain(|k, _| fields.contains(k));
+        }
+    }
+    serde_json::to_vec(&value).unwrap()
 }
 
 /// The running fake server; stops with the test's runtime.
@@ -84,6 +139,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
         .await
         .unwrap_or_default();
     let text = format!("{query}\n{}", String::from_utf8_lossy(&body));
+    let _in_flight = InFlight::enter(&inner, &path);
     let answer = {
         let mut inner = inner.lock().unwrap();
         inner.log.push(Logged {
@@ -112,6 +168,17 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
                             .is_none_or(|c| text.contains(c.as_str()))
                 })
                 .and_then(|r| r.queue.pop_front().or_else(|| r.default.clone()))
+                .or_else(|| {
+                    (method == "GET" && path.ends_with("/shop.json")).then(|| {
+                        let zone = inner.shop_zone.as_deref().unwrap_or("America/New_York");
+                        Resp::json(
+                            200,
+                            &format!(
+                                r#"{{"shop":{{"id":690933842,"name":"Fake shop","iana_timezone":"{zone}","currency":"USD"}}}}"#
+                            ),
+                        )
+                    })
+                })
         }
     };
     let Some(answer) = answer else {
@@ -127,7 +194,12 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Respons
     for (k, v) in &answer.headers {
         builder = builder.header(k, v);
     }
-    builder.body(Body::from(answer.body)).unwrap()
+    let body = if path.ends_with("/orders.json") {
+        shopify_fields(&query, answer.body)
+    } else {
+        answer.body
+    };
+    builder.body(Body::from(body)).unwrap()
 }
 
 impl FakePlatform {
@@ -172,6 +244,21 @@ impl FakePlatform {
             Some(existing) => *existing = route,
             None => inner.routes.push(route),
         }
+    }
+
+    /// The IANA time zone `shop.json` answers with.
+    pub(crate) fn shop_time_zone(&self, zone: &str) {
+        self.inner.lock().unwrap().shop_zone = Some(zone.to_owned());
+    }
+
+    /// The most requests that were in flight at once, to `path` or (`None`)
+    /// to any path.
+    pub(crate) fn max_in_flight(&self, path: Option<&str>) -> usize {
+        let inner = self.inner.lock().unwrap();
+        inner
+            .in_flight
+            .get(path.unwrap_or(InFlight::ALL))
+            .map_or(0, |(_, max)| *max)
     }
 
     /// The access tokens the OAuth2 endpoint hands out, in order.

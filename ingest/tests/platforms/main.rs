@@ -6,6 +6,7 @@
 mod fake;
 mod resilience;
 mod schedule;
+mod slices;
 
 use std::path::PathBuf;
 use std::sync::Arc;
