@@ -51,19 +51,26 @@ pub struct Output {
 
 /// Runs `adlake-ingest` with `args` to completion.
 pub fn run_ingest(args: &[&str]) -> Output {
-    run(&bin("adlake-ingest"), args)
+    run(&bin("adlake-ingest"), args, &[])
 }
 
 /// Runs `adlake` with `args` to completion (for commands that exit, such as
 /// a startup error).
 pub fn run_server_to_exit(args: &[&str]) -> Output {
-    run(&bin("adlake"), args)
+    run(&bin("adlake"), args, &[])
 }
 
-fn run(program: &Path, args: &[&str]) -> Output {
+/// As [`run_server_to_exit`], with `env` (name, value) added to the
+/// server's environment.
+pub fn run_server_to_exit_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run(&bin("adlake"), args, env)
+}
+
+fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(program)
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
     Output {
@@ -89,6 +96,17 @@ impl TestServer {
     /// Starts `adlake` on free ports over `warehouse` with `auth_file` and
     /// waits until it says it is ready.
     pub fn start(warehouse: &Path, auth_file: Option<&Path>, extra: &[&str]) -> Self {
+        Self::start_with_env(warehouse, auth_file, extra, &[])
+    }
+
+    /// As [`TestServer::start`], with `env` (name, value) added to the
+    /// server's environment.
+    pub fn start_with_env(
+        warehouse: &Path,
+        auth_file: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let stderr_dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = stderr_dir.path().join("adlake.stderr");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
@@ -98,6 +116,7 @@ impl TestServer {
             .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(auth) = auth_file {

@@ -39,6 +39,7 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 mod guard;
+pub mod memo;
 pub mod metrics;
 pub mod schema;
 pub mod scope;
@@ -48,7 +49,7 @@ pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions};
@@ -73,6 +74,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use cache::{CacheStatus, ResultCache};
 pub use catalog::{Catalog, TableSnapshot};
 pub use error::{Error, Result};
+pub use memo::Described;
 pub use scope::Scope;
 pub use stats::{ScanStats, ScanTotals};
 
@@ -114,6 +116,10 @@ pub struct Engine {
     query_memory_bytes: Option<usize>,
     /// Rows and bytes read by the scans of every query run so far.
     scans: Arc<ScanStats>,
+    /// What planning each statement seen lately gave, per scope.
+    memo: memo::PlanMemo,
+    /// Statements planned so far.
+    planned: AtomicU64,
 }
 
 /// Settings of an [`Engine`] beyond the warehouse location.
@@ -168,6 +174,8 @@ impl Engine {
             clock: options.clock,
             query_memory_bytes: None,
             scans: Arc::default(),
+            memo: memo::PlanMemo::default(),
+            planned: AtomicU64::new(0),
         })
     }
 
@@ -307,6 +315,74 @@ impl Engine {
         Ok((batches, versions))
     }
 
+    /// How many statements have been planned (parsed, scoped and turned
+    /// into a logical plan) since the engine opened.
+    pub fn statements_planned(&self) -> u64 {
+        self.planned.load(Ordering::Relaxed)
+    }
+
+    /// The version of `table` now: `None` for a table the warehouse does
+    /// not have, `Some(None)` for one not created yet.
+    fn version_now(&self, table: &str) -> Option<Option<u64>> {
+        self.catalog.snapshot(table).map(|s| s.version)
+    }
+
+    /// Describes `sql` for `scope`: the result schema, the parameter types
+    /// and the versions it reads. A statement planned before for the same
+    /// scope, whose tables have not moved since, is described from the
+    /// [memo](memo) without being parsed or planned again.
+    pub async fn describe(&self, scope: &Scope, sql: &str) -> Result<Arc<Described>> {
+        let question = memo::normalize(sql);
+        if let Some(described) = self
+            .memo
+            .get(scope, &question, |t| self.version_now(t))
+            .await
+        {
+            return Ok(described);
+        }
+        let query = self.plan(scope, sql).await?;
+        Ok(Arc::new(Described {
+            schema: query.schema(),
+            parameter_types: query.parameter_types()?,
+            versions: query.versions,
+        }))
+    }
+
+    /// Plans and runs `sql` for `scope` through the result cache (unless
+    /// `bypass`). A statement described before is looked up in the cache
+    /// straight away: a hit is answered without parsing or planning.
+    pub async fn execute_sql(
+        &self,
+        scope: &Scope,
+        sql: &str,
+        bypass: bool,
+    ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
+        if bypass {
+            let query = self.plan(scope, sql).await?;
+            return Ok((query.execute().await?, CacheStatus::Bypass));
+        }
+        let question = memo::normalize(sql);
+        let Some(described) = self
+            .memo
+            .get(scope, &question, |t| self.version_now(t))
+            .await
+        else {
+            let query = self.plan(scope, sql).await?;
+            return self.execute_cached(scope, sql, query, false).await;
+        };
+        let key = sql_cache_key(scope, question, described.versions.clone());
+        if let Some(stream) = self.cached_stream(&key).await {
+            return Ok((stream, CacheStatus::Hit));
+        }
+        // The lookup above counted the miss.
+        let query = self.plan(scope, sql).await?;
+        let key = cache::CacheKey {
+            versions: query.table_versions().clone(),
+            ..key
+        };
+        self.execute_and_store(key, query).await
+    }
+
     /// Runs a planned statement through the result cache: a hit streams the
     /// stored batches; a miss streams live and stores the batches at the end
     /// when they fit. The key is the scope, the statement text and the
@@ -321,19 +397,32 @@ impl Engine {
         if bypass {
             return Ok((query.execute().await?, CacheStatus::Bypass));
         }
-        let key = cache::CacheKey {
-            scope: scope.clone(),
-            kind: "sql",
-            question: sql.split_whitespace().collect::<Vec<_>>().join(" "),
-            versions: query.table_versions().clone(),
-        };
-        let schema = query.schema();
-        if let Some(cache::Cached::Batches(_, batches)) = self.cache.get(&key).await {
-            let items: Vec<std::result::Result<RecordBatch, DataFusionError>> =
-                batches.iter().cloned().map(Ok).collect();
-            let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(items));
-            return Ok((Box::pin(stream), CacheStatus::Hit));
+        let key = sql_cache_key(scope, memo::normalize(sql), query.table_versions().clone());
+        if let Some(stream) = self.cached_stream(&key).await {
+            return Ok((stream, CacheStatus::Hit));
         }
+        self.execute_and_store(key, query).await
+    }
+
+    /// The stored answer under `key` as a stream, counting a hit or a miss.
+    async fn cached_stream(&self, key: &cache::CacheKey) -> Option<SendableRecordBatchStream> {
+        let Some(cache::Cached::Batches(schema, batches)) = self.cache.get(key).await else {
+            return None;
+        };
+        let items: Vec<std::result::Result<RecordBatch, DataFusionError>> =
+            batches.iter().cloned().map(Ok).collect();
+        let stream = RecordBatchStreamAdapter::new(schema, futures::stream::iter(items));
+        Some(Box::pin(stream))
+    }
+
+    /// Runs `query`, streaming live, and stores its batches under `key` at
+    /// the end when they fit the cache.
+    async fn execute_and_store(
+        &self,
+        key: cache::CacheKey,
+        query: Query,
+    ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
+        let schema = query.schema();
         let live = query.execute().await?;
         let cache = self.cache.clone();
         let limit = usize::try_from(cache.max_bytes()).unwrap_or(usize::MAX);
@@ -458,6 +547,7 @@ impl Engine {
     /// name are the warehouse's tables at their current versions, each
     /// restricted to the scope's clients at the scan.
     pub async fn plan(&self, scope: &Scope, sql: &str) -> Result<Query> {
+        self.planned.fetch_add(1, Ordering::Relaxed);
         let statement = guard::read_only_statement(sql)?;
         let snapshots = self.catalog.snapshots();
         let state = self.session_for(scope, &snapshots)?;
@@ -475,12 +565,25 @@ impl Engine {
         let versions = tables_read(&plan, &snapshots);
         let frame = with_transport_types(DataFrame::new(state, plan))?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        Ok(Query {
+        let query = Query {
             frame,
             schema,
             versions,
             scans: Arc::clone(&self.scans),
-        })
+        };
+        // A statement whose parameter types cannot be told is described by
+        // planning it each time, which reports why.
+        if let Ok(parameter_types) = query.parameter_types() {
+            let described = Described {
+                schema: query.schema(),
+                parameter_types,
+                versions: query.versions.clone(),
+            };
+            self.memo
+                .insert(scope, memo::normalize(sql), described)
+                .await;
+        }
+        Ok(query)
     }
 
     /// A session whose catalog holds this caller's view of the tables.
@@ -590,6 +693,20 @@ impl Query {
             relabel(batch?, &advertised)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// The result-cache key of a SQL statement.
+fn sql_cache_key(
+    scope: &Scope,
+    question: String,
+    versions: BTreeMap<String, Option<u64>>,
+) -> cache::CacheKey {
+    cache::CacheKey {
+        scope: scope.clone(),
+        kind: "sql",
+        question,
+        versions,
     }
 }
 

@@ -193,7 +193,9 @@ pub static ORDERS: LazyLock<TableDef> = LazyLock::new(|| TableDef {
 });
 
 /// One row per ingest run: what was asked, what happened, which Delta
-/// version it produced.
+/// version it produced, and what the platform calls took (`api_calls` to
+/// `breaker_opens`: null for runs that made no platform calls, and in rows
+/// written before the columns existed).
 pub static INGEST_RUNS: LazyLock<TableDef> = LazyLock::new(|| TableDef {
     name: "ingest_runs",
     description: "Audit and lineage of every ingest run",
@@ -218,6 +220,11 @@ pub static INGEST_RUNS: LazyLock<TableDef> = LazyLock::new(|| TableDef {
             true,
         ),
         text("error"),
+        Field::new("api_calls", DataType::Int64, true),
+        Field::new("retries", DataType::Int64, true),
+        Field::new("rate_limit_waits", DataType::Int64, true),
+        Field::new("rate_limit_wait_seconds", DataType::Float64, true),
+        Field::new("breaker_opens", DataType::Int64, true),
     ]),
     partition_columns: &[],
     source_column: None,

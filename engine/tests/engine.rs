@@ -418,3 +418,85 @@ async fn scans_count_the_rows_and_bytes_they_read() {
     assert_eq!(after_two.rows, 3 + 4);
     assert!(after_two.bytes > after_one.bytes);
 }
+
+/// The single Int64 (or count) value of a one-cell answer.
+async fn one_int(stream: datafusion::execution::SendableRecordBatchStream) -> i64 {
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let column = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .expect("one row")
+        .column(0)
+        .clone();
+    column.as_primitive::<Int64Type>().value(0)
+}
+
+#[tokio::test]
+async fn statements_seen_before_are_answered_without_planning_again() {
+    use adlake_engine::CacheStatus;
+    let (dir, engine) = warehouse().await;
+    let acme = Scope::clients(["acme"]);
+    let sql = "SELECT sum(clicks) FROM ad_performance";
+
+    // First time: planned, run, stored. acme's clicks: 20 + 5 + 1 = 26.
+    let (stream, status) = engine.execute_sql(&acme, sql, false).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(one_int(stream).await, 26);
+    let planned = engine.statements_planned();
+    assert_eq!(planned, 1);
+
+    // Described and answered again, with other whitespace, without planning.
+    let described = engine
+        .describe(&acme, "SELECT  sum(clicks)\n FROM ad_performance ")
+        .await
+        .unwrap();
+    assert_eq!(described.schema.fields().len(), 1);
+    assert!(described.parameter_types.is_empty());
+    let (stream, status) = engine
+        .execute_sql(&acme, "SELECT sum(clicks)\tFROM ad_performance", false)
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Hit);
+    assert_eq!(one_int(stream).await, 26);
+    assert_eq!(engine.statements_planned(), planned);
+    assert_eq!(engine.cache().stats().hits, 1);
+
+    // Another scope is another statement: globex's 90 clicks, planned anew.
+    let (stream, status) = engine
+        .execute_sql(&Scope::clients(["globex"]), sql, false)
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(one_int(stream).await, 90);
+    assert_eq!(engine.statements_planned(), planned + 1);
+
+    // A new version of the table it reads: planned again, new answer
+    // (26 + 4 = 30), never the stored one.
+    write_ads(dir.path(), &[("acme", 2, "tiktok_ads", 1_000_000, 10, 4)]).await;
+    engine.refresh().await.unwrap();
+    let (stream, status) = engine.execute_sql(&acme, sql, false).await.unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(one_int(stream).await, 30);
+    assert_eq!(engine.statements_planned(), planned + 2);
+    // Bypass plans every time and stores nothing.
+    let (stream, status) = engine.execute_sql(&acme, sql, true).await.unwrap();
+    assert_eq!(status, CacheStatus::Bypass);
+    assert_eq!(one_int(stream).await, 30);
+    assert_eq!(engine.statements_planned(), planned + 3);
+}
+
+#[tokio::test]
+async fn whitespace_inside_a_literal_is_part_of_the_statement() {
+    let (_dir, engine) = warehouse().await;
+    let scope = Scope::AllClients;
+    // 'a  b' has 4 characters, 'a b' has 3: the second must not be
+    // answered with the first's cached result.
+    for (sql, want) in [
+        ("SELECT CAST(length('a  b') AS BIGINT)", 4),
+        ("SELECT CAST(length('a b') AS BIGINT)", 3),
+        ("SELECT CAST(length('a  b') AS BIGINT)", 4),
+    ] {
+        let (stream, _) = engine.execute_sql(&scope, sql, false).await.unwrap();
+        assert_eq!(one_int(stream).await, want, "{sql}");
+    }
+}

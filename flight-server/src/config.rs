@@ -119,6 +119,13 @@ pub struct Config {
     /// Flight SQL statements.
     #[arg(long, env = "ADLAKE_CACHE_BYTES", default_value_t = adlake_engine::cache::DEFAULT_CACHE_BYTES)]
     pub cache_bytes: u64,
+
+    /// Export the spans of every call (request id, method, caller) over
+    /// OTLP/gRPC to the OpenTelemetry collector at this http:// or https://
+    /// URL, such as http://otel-collector:4317 (no export when unset or
+    /// empty). An unreachable collector only costs warnings in the log.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 fn positive_f64(text: &str) -> Result<f64, String> {
@@ -152,6 +159,7 @@ impl Config {
             tls_key: None,
             metrics_config: None,
             cache_bytes: adlake_engine::cache::DEFAULT_CACHE_BYTES,
+            otlp_endpoint: None,
         }
     }
 
@@ -184,6 +192,15 @@ impl Config {
             .then(|| usize::try_from(self.query_memory_bytes).unwrap_or(usize::MAX))
     }
 
+    /// The OTLP collector spans go to, if any: an empty value (a variable
+    /// set to nothing, as containers often do) means none, as the
+    /// OpenTelemetry conventions have it.
+    pub fn trace_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+    }
+
     /// The refresh period.
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_secs(self.refresh_secs)
@@ -201,6 +218,7 @@ mod tests {
         assert_eq!(config.flight_addr, DEFAULT_FLIGHT_ADDR);
         assert_eq!(config.http_addr, DEFAULT_HTTP_ADDR);
         assert_eq!(config.auth_file, None);
+        assert_eq!(config.otlp_endpoint, None);
     }
 
     #[test]
@@ -301,6 +319,20 @@ mod tests {
         ] {
             assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn otlp_endpoint_flag() {
+        let config =
+            Config::try_parse_from(["adlake", "--otlp-endpoint", "http://otel-collector:4317"])
+                .expect("flags");
+        assert_eq!(config.trace_endpoint(), Some("http://otel-collector:4317"));
+        assert_eq!(Config::new(DEFAULT_WAREHOUSE).trace_endpoint(), None);
+        let empty = Config::try_parse_from(["adlake", "--otlp-endpoint", ""]).expect("flags");
+        assert_eq!(empty.trace_endpoint(), None);
+        // The value is checked when the exporter is built (main.rs), with
+        // a message of ours; the parser only takes it.
+        assert!(Config::try_parse_from(["adlake", "--otlp-endpoint"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! `/readyz` ([`http`]), translating engine errors into gRPC statuses
 //! ([`error::engine_status`], the only such translation), starting up and
 //! shutting down ([`server::Server`]), and seeding a demo warehouse when run
-//! without an auth file ([`demo`]). The binary `adlake` wires these together.
+//! without an auth file ([`demo`]), and exporting spans to an OpenTelemetry
+//! collector when asked ([`telemetry`]). The binary `adlake` wires these
+//! together.
 //!
 //! It must not contain query logic: SQL is planned, restricted to the
 //! caller's scope and executed by the engine; the server only passes the
@@ -41,5 +43,6 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod server;
+pub mod telemetry;
 
 pub use error::{Error, Result};

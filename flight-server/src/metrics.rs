@@ -14,7 +14,13 @@
 //! `freshness_lag_seconds{client,source}`, `ingest_runs{source,status}`,
 //! `ingest_rows_read{source}`, `ingest_rows_written{source}`,
 //! `ingest_rows_quarantined{source}` (totals over `ingest_runs`, so every
-//! replica reports the same whichever process ran the ingest), `up`.
+//! replica reports the same whichever process ran the ingest), the
+//! platform-call counters of those runs `ingest_api_calls_total{source}`,
+//! `ingest_retries_total{source}`, `ingest_rate_limit_waits_total{source}`,
+//! `ingest_rate_limit_wait_seconds_total{source}`,
+//! `ingest_breaker_opens_total{source}` (they only grow, even when runs are
+//! erased), `up`. The live circuit-breaker state is the ingest worker's
+//! (`adlake-ingest worker --metrics-addr`, `adlake_ingest::live`).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -49,6 +55,11 @@ pub const EXPORTED: &[&str] = &[
     "adlake_ingest_rows_read",
     "adlake_ingest_rows_written",
     "adlake_ingest_rows_quarantined",
+    "adlake_ingest_api_calls_total",
+    "adlake_ingest_retries_total",
+    "adlake_ingest_rate_limit_waits_total",
+    "adlake_ingest_rate_limit_wait_seconds_total",
+    "adlake_ingest_breaker_opens_total",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +125,11 @@ pub struct Metrics {
     ingest_rows_read: Family<SourceLabel, Gauge>,
     ingest_rows_written: Family<SourceLabel, Gauge>,
     ingest_rows_quarantined: Family<SourceLabel, Gauge>,
+    ingest_api_calls: Family<SourceLabel, Counter>,
+    ingest_retries: Family<SourceLabel, Counter>,
+    ingest_rate_limit_waits: Family<SourceLabel, Counter>,
+    ingest_rate_limit_wait_seconds: Family<SourceLabel, Counter<f64, AtomicU64>>,
+    ingest_breaker_opens: Family<SourceLabel, Counter>,
     up: Gauge,
 }
 
@@ -151,6 +167,12 @@ impl Metrics {
         let ingest_rows_read = Family::<SourceLabel, Gauge>::default();
         let ingest_rows_written = Family::<SourceLabel, Gauge>::default();
         let ingest_rows_quarantined = Family::<SourceLabel, Gauge>::default();
+        let ingest_api_calls = Family::<SourceLabel, Counter>::default();
+        let ingest_retries = Family::<SourceLabel, Counter>::default();
+        let ingest_rate_limit_waits = Family::<SourceLabel, Counter>::default();
+        let ingest_rate_limit_wait_seconds =
+            Family::<SourceLabel, Counter<f64, AtomicU64>>::default();
+        let ingest_breaker_opens = Family::<SourceLabel, Counter>::default();
         let up = Gauge::default();
         up.set(1);
         registry.register("up", "1 while the server process runs", up.clone());
@@ -235,6 +257,31 @@ impl Metrics {
             "Rows quarantined by recorded ingest runs",
             ingest_rows_quarantined.clone(),
         );
+        registry.register(
+            "ingest_api_calls",
+            "HTTP requests to source platforms by recorded ingest runs (retries and token refreshes included)",
+            ingest_api_calls.clone(),
+        );
+        registry.register(
+            "ingest_retries",
+            "Retried platform calls (attempts after the first) by recorded ingest runs",
+            ingest_retries.clone(),
+        );
+        registry.register(
+            "ingest_rate_limit_waits",
+            "Waits for platform rate limits by recorded ingest runs",
+            ingest_rate_limit_waits.clone(),
+        );
+        registry.register(
+            "ingest_rate_limit_wait_seconds",
+            "Seconds recorded ingest runs waited for platform rate limits",
+            ingest_rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "ingest_breaker_opens",
+            "Circuit-breaker openings by recorded ingest runs",
+            ingest_breaker_opens.clone(),
+        );
         Self {
             registry,
             queries,
@@ -254,6 +301,11 @@ impl Metrics {
             ingest_rows_read,
             ingest_rows_written,
             ingest_rows_quarantined,
+            ingest_api_calls,
+            ingest_retries,
+            ingest_rate_limit_waits,
+            ingest_rate_limit_wait_seconds,
+            ingest_breaker_opens,
             up,
         }
     }
@@ -380,7 +432,7 @@ pub fn observe_scans(totals: adlake_engine::ScanTotals) {
 }
 
 /// Totals of the `ingest_runs` rows of one (source, status).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunTotals {
     /// The source (`google_ads`, `ga4`, ...).
     pub source: String,
@@ -394,6 +446,34 @@ pub struct RunTotals {
     pub rows_written: u64,
     /// Rows quarantined.
     pub rows_quarantined: u64,
+    /// HTTP requests to the platform.
+    pub api_calls: u64,
+    /// Attempts after the first of a call.
+    pub retries: u64,
+    /// Waits for the platform's rate limit.
+    pub rate_limit_waits: u64,
+    /// Seconds of those waits.
+    pub rate_limit_wait_seconds: f64,
+    /// Circuit-breaker openings.
+    pub breaker_opens: u64,
+}
+
+/// Sums of one source's platform-call columns.
+#[derive(Default)]
+struct CallSums {
+    api_calls: u64,
+    retries: u64,
+    rate_limit_waits: u64,
+    rate_limit_wait_seconds: f64,
+    breaker_opens: u64,
+}
+
+/// Raises `counter` to `total` (a counter never goes down).
+fn raise_to(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 /// Sets the ingest families from `ingest_runs` totals.
@@ -401,6 +481,7 @@ pub fn observe_ingest(totals: &[RunTotals]) {
     let m = global();
     let mut by_source: std::collections::BTreeMap<&str, (u64, u64, u64)> =
         std::collections::BTreeMap::new();
+    let mut calls: std::collections::BTreeMap<&str, CallSums> = std::collections::BTreeMap::new();
     for t in totals {
         m.ingest_runs
             .get_or_create(&RunLabels {
@@ -412,6 +493,30 @@ pub fn observe_ingest(totals: &[RunTotals]) {
         sums.0 += t.rows_read;
         sums.1 += t.rows_written;
         sums.2 += t.rows_quarantined;
+        let c = calls.entry(&t.source).or_default();
+        c.api_calls += t.api_calls;
+        c.retries += t.retries;
+        c.rate_limit_waits += t.rate_limit_waits;
+        c.rate_limit_wait_seconds += t.rate_limit_wait_seconds;
+        c.breaker_opens += t.breaker_opens;
+    }
+    for (source, c) in calls {
+        let label = SourceLabel {
+            source: source.to_owned(),
+        };
+        for (family, total) in [
+            (&m.ingest_api_calls, c.api_calls),
+            (&m.ingest_retries, c.retries),
+            (&m.ingest_rate_limit_waits, c.rate_limit_waits),
+            (&m.ingest_breaker_opens, c.breaker_opens),
+        ] {
+            raise_to(&family.get_or_create(&label), total);
+        }
+        let seconds = m.ingest_rate_limit_wait_seconds.get_or_create(&label);
+        let seen = seconds.get();
+        if c.rate_limit_wait_seconds > seen {
+            seconds.inc_by(c.rate_limit_wait_seconds - seen);
+        }
     }
     for (source, (read, written, quarantined)) in by_source {
         let label = SourceLabel {
@@ -429,25 +534,37 @@ pub fn observe_ingest(totals: &[RunTotals]) {
     }
 }
 
-/// Sums `ingest_runs` by source and status.
+/// Sums `ingest_runs` by source and status. The platform-call columns
+/// count as zero where null (runs without platform calls, rows written
+/// before the columns existed) or absent (a table of the older layout).
 pub async fn run_totals(
     runs: Arc<dyn datafusion::catalog::TableProvider>,
 ) -> datafusion::error::Result<Vec<RunTotals>> {
     use arrow::array::AsArray as _;
-    use arrow::datatypes::{DataType, Int64Type};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type};
+    let schema = runs.schema();
+    let sum = |column: &str, sql_type: &str| {
+        if schema.field_with_name(column).is_ok() {
+            format!("CAST(coalesce(sum({column}), 0) AS {sql_type}) AS {column}")
+        } else {
+            format!("CAST(0 AS {sql_type}) AS {column}")
+        }
+    };
+    let sql = format!(
+        "SELECT source, status, count(*), {}, {}, {}, {}, {}, {}, {}, {} \
+         FROM runs GROUP BY source, status ORDER BY source, status",
+        sum("rows_read", "BIGINT"),
+        sum("rows_written", "BIGINT"),
+        sum("rows_quarantined", "BIGINT"),
+        sum("api_calls", "BIGINT"),
+        sum("retries", "BIGINT"),
+        sum("rate_limit_waits", "BIGINT"),
+        sum("rate_limit_wait_seconds", "DOUBLE"),
+        sum("breaker_opens", "BIGINT"),
+    );
     let ctx = datafusion::prelude::SessionContext::new();
     ctx.register_table("runs", runs)?;
-    let batches = ctx
-        .sql(
-            "SELECT source, status, count(*), \
-             CAST(coalesce(sum(rows_read), 0) AS BIGINT), \
-             CAST(coalesce(sum(rows_written), 0) AS BIGINT), \
-             CAST(coalesce(sum(rows_quarantined), 0) AS BIGINT) \
-             FROM runs GROUP BY source, status ORDER BY source, status",
-        )
-        .await?
-        .collect()
-        .await?;
+    let batches = ctx.sql(&sql).await?.collect().await?;
     let mut out = Vec::new();
     for batch in batches {
         let source = arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
@@ -464,6 +581,11 @@ pub async fn run_totals(
                 rows_read: n(3, i),
                 rows_written: n(4, i),
                 rows_quarantined: n(5, i),
+                api_calls: n(6, i),
+                retries: n(7, i),
+                rate_limit_waits: n(8, i),
+                rate_limit_wait_seconds: batch.column(9).as_primitive::<Float64Type>().value(i),
+                breaker_opens: n(10, i),
             });
         }
     }
@@ -578,6 +700,11 @@ mod tests {
                 rows_read: 100,
                 rows_written: 90,
                 rows_quarantined: 10,
+                api_calls: 12,
+                retries: 3,
+                rate_limit_waits: 2,
+                rate_limit_wait_seconds: 1.5,
+                breaker_opens: 0,
             },
             RunTotals {
                 source: "google_ads".into(),
@@ -586,6 +713,11 @@ mod tests {
                 rows_read: 7,
                 rows_written: 0,
                 rows_quarantined: 0,
+                api_calls: 5,
+                retries: 4,
+                rate_limit_waits: 0,
+                rate_limit_wait_seconds: 0.0,
+                breaker_opens: 1,
             },
         ]);
         let text = global().render();
@@ -629,6 +761,13 @@ mod tests {
             "adlake_ingest_runs{source=\"google_ads\",status=\"failed\"} 1",
             "adlake_ingest_rows_read{source=\"google_ads\"} 107",
             "adlake_ingest_rows_quarantined{source=\"google_ads\"} 10",
+            // Both statuses of google_ads: 12 + 5 calls, 3 + 4 retries,
+            // 2 + 0 waits of 1.5 + 0 s, 0 + 1 openings.
+            "adlake_ingest_api_calls_total{source=\"google_ads\"} 17",
+            "adlake_ingest_retries_total{source=\"google_ads\"} 7",
+            "adlake_ingest_rate_limit_waits_total{source=\"google_ads\"} 2",
+            "adlake_ingest_rate_limit_wait_seconds_total{source=\"google_ads\"} 1.5",
+            "adlake_ingest_breaker_opens_total{source=\"google_ads\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -641,6 +780,144 @@ mod tests {
                     && l.contains("kind=\"sql\"")
                     && l.contains("le=\"0.025\"")),
             "{text}"
+        );
+    }
+
+    /// (api_calls, retries, waits, wait seconds, opens) of one run.
+    type Calls = (i64, i64, i64, f64, i64);
+
+    /// `ingest_runs` rows as `run_totals` reads them: source, status and
+    /// the run's calls, `None` for a run without platform calls.
+    fn runs_table(
+        rows: &[(&str, &str, Option<Calls>)],
+        with_call_columns: bool,
+    ) -> Arc<dyn datafusion::catalog::TableProvider> {
+        use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let mut fields = vec![
+            Field::new("source", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("rows_read", DataType::Int64, false),
+            Field::new("rows_written", DataType::Int64, false),
+            Field::new("rows_quarantined", DataType::Int64, false),
+        ];
+        let ones: ArrayRef = Arc::new(Int64Array::from(vec![1; rows.len()]));
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::clone(&ones),
+            Arc::clone(&ones),
+            Arc::clone(&ones),
+        ];
+        if with_call_columns {
+            let int = |f: fn(&Calls) -> i64| -> ArrayRef {
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.2.as_ref().map(f)).collect::<Vec<_>>(),
+                ))
+            };
+            for name in ["api_calls", "retries", "rate_limit_waits"] {
+                fields.push(Field::new(name, DataType::Int64, true));
+            }
+            fields.push(Field::new(
+                "rate_limit_wait_seconds",
+                DataType::Float64,
+                true,
+            ));
+            fields.push(Field::new("breaker_opens", DataType::Int64, true));
+            columns.extend([
+                int(|c| c.0),
+                int(|c| c.1),
+                int(|c| c.2),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.2.map(|c| c.3)).collect::<Vec<_>>(),
+                )) as ArrayRef,
+                int(|c| c.4),
+            ]);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    #[tokio::test]
+    async fn ingest_call_counters_sum_ingest_runs_and_never_go_down() {
+        // linkedin_ads: a run with 3 calls, 2 retries, 1 wait of 0.25 s; a
+        // failed run with 3 calls, 2 retries, 1 opening; a file run (nulls).
+        // tiktok_ads: one run, 1 call.
+        let runs = runs_table(
+            &[
+                ("linkedin_ads", "succeeded", Some((3, 2, 1, 0.25, 0))),
+                ("linkedin_ads", "failed", Some((3, 2, 0, 0.0, 1))),
+                ("linkedin_ads", "succeeded", None),
+                ("tiktok_ads", "succeeded", Some((1, 0, 0, 0.0, 0))),
+            ],
+            true,
+        );
+        let totals = run_totals(runs).await.unwrap();
+        let linkedin_ok = totals
+            .iter()
+            .find(|t| t.source == "linkedin_ads" && t.status == "succeeded")
+            .unwrap();
+        assert_eq!(
+            (
+                linkedin_ok.runs,
+                linkedin_ok.api_calls,
+                linkedin_ok.retries,
+                linkedin_ok.rate_limit_waits,
+                linkedin_ok.rate_limit_wait_seconds,
+                linkedin_ok.breaker_opens
+            ),
+            (2, 3, 2, 1, 0.25, 0)
+        );
+        observe_ingest(&totals);
+        let text = global().render();
+        for line in [
+            // 3 + 3 + null calls, 2 + 2 retries, 1 wait, 1 opening.
+            "adlake_ingest_api_calls_total{source=\"linkedin_ads\"} 6",
+            "adlake_ingest_retries_total{source=\"linkedin_ads\"} 4",
+            "adlake_ingest_rate_limit_waits_total{source=\"linkedin_ads\"} 1",
+            "adlake_ingest_rate_limit_wait_seconds_total{source=\"linkedin_ads\"} 0.25",
+            "adlake_ingest_breaker_opens_total{source=\"linkedin_ads\"} 1",
+            "adlake_ingest_api_calls_total{source=\"tiktok_ads\"} 1",
+            "adlake_ingest_breaker_opens_total{source=\"tiktok_ads\"} 0",
+            "# TYPE adlake_ingest_api_calls counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+
+        // The failed run is erased: the counters keep their totals.
+        let fewer = run_totals(runs_table(
+            &[("linkedin_ads", "succeeded", Some((3, 2, 1, 0.25, 0)))],
+            true,
+        ))
+        .await
+        .unwrap();
+        observe_ingest(&fewer);
+        let text = global().render();
+        assert!(
+            text.lines()
+                .any(|l| l == "adlake_ingest_api_calls_total{source=\"linkedin_ads\"} 6"),
+            "{text}"
+        );
+
+        // A table of the older layout has no call columns: zeros, no error.
+        let old = run_totals(runs_table(&[("ga4", "succeeded", None)], false))
+            .await
+            .unwrap();
+        assert_eq!(
+            old,
+            [RunTotals {
+                source: "ga4".into(),
+                status: "succeeded".into(),
+                runs: 1,
+                rows_read: 1,
+                rows_written: 1,
+                rows_quarantined: 1,
+                ..RunTotals::default()
+            }]
         );
     }
 }

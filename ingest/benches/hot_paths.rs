@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the hot paths: platform payload parsing, metric
 //! planning (a metric query over a tiny warehouse, bypassing the cache),
-//! and the result-cache lookup that answers a repeated dashboard query.
+//! the result-cache lookup that answers a repeated dashboard query, and
+//! for a SQL statement: planning, describing it again from the memo, and
+//! answering it again from the cache.
 //!
 //! ```sh
 //! cargo bench -p adlake-ingest --bench hot_paths
@@ -115,6 +117,46 @@ fn metrics(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(engine.query_metrics_at(&scope, black_box(&query), false, now))
                 .expect("the query runs")
+        })
+    });
+    group.finish();
+
+    // A dashboard statement over Flight SQL: planning it, describing it
+    // again (the memo), and answering it again from the cache.
+    let sql = "SELECT platform, sum(spend) AS spend, sum(clicks) AS clicks \
+               FROM ad_performance WHERE date > DATE '2026-10-01' \
+               GROUP BY platform ORDER BY platform";
+    let collect = |stream: datafusion::execution::SendableRecordBatchStream| async move {
+        futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+            .await
+            .expect("the statement runs")
+    };
+    let mut group = c.benchmark_group("sql");
+    group.bench_function("plan", |b| {
+        b.iter(|| {
+            rt.block_on(engine.plan(&scope, black_box(sql)))
+                .expect("plans")
+        })
+    });
+    group.bench_function("describe_memo", |b| {
+        b.iter(|| {
+            rt.block_on(engine.describe(&scope, black_box(sql)))
+                .expect("describes")
+        })
+    });
+    rt.block_on(async {
+        let (stream, _) = engine.execute_sql(&scope, sql, false).await.expect("runs");
+        collect(stream).await
+    });
+    group.bench_function("cache_hit", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (stream, _) = engine
+                    .execute_sql(&scope, black_box(sql), false)
+                    .await
+                    .expect("runs");
+                collect(stream).await
+            })
         })
     });
     group.finish();

@@ -37,6 +37,11 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 
+    /// A command-line value cannot be used (exit code 2, as for arguments
+    /// the parser rejects).
+    #[error("{0}")]
+    Usage(String),
+
     /// A slice write was asked for without something it needs, or with
     /// something the table does not have.
     #[error("invalid slice for table '{table}': {reason}")]

@@ -9,9 +9,16 @@
 //! full jitter, honouring a server-given delay. A circuit breaker per source
 //! fails fast after repeated failed calls until a cool-down has passed.
 //! Credentials never appear in `Debug` output, logs or errors.
+//!
+//! Every source has [`CallStats`] (requests sent, retries, rate-limit
+//! waits, circuit openings), and a call made for a run also counts into
+//! that run's own [`CallStats`], which the job runner writes to
+//! `ingest_runs`. [`HttpClient::sources`] reads the totals and the
+//! breaker state of every source for a live `/metrics`.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -235,6 +242,141 @@ impl Default for HttpConfig {
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// The cool-down passed and the trial call has not succeeded yet.
+    half_open: bool,
+}
+
+/// The state of a source's circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// The cool-down has passed: the next call is a trial, and one more
+    /// failure opens the circuit again.
+    HalfOpen,
+    /// Calls fail fast until the cool-down has passed.
+    Open,
+}
+
+impl BreakerState {
+    /// The value of the `adlake_ingest_breaker_state` gauge: 0 closed,
+    /// 1 half-open, 2 open.
+    pub fn gauge(self) -> i64 {
+        match self {
+            Self::Closed => 0,
+            Self::HalfOpen => 1,
+            Self::Open => 2,
+        }
+    }
+
+    /// `closed`, `half_open` or `open`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::HalfOpen => "half_open",
+            Self::Open => "open",
+        }
+    }
+}
+
+impl Breaker {
+    fn state(&self, now: Instant) -> BreakerState {
+        match self.open_until {
+            Some(until) if now < until => BreakerState::Open,
+            Some(_) => BreakerState::HalfOpen,
+            None if self.half_open => BreakerState::HalfOpen,
+            None => BreakerState::Closed,
+        }
+    }
+}
+
+/// Counters of platform calls, cheap to bump from concurrent calls: one set
+/// per source in the client, and one per run when the caller passes it.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    api_calls: AtomicU64,
+    retries: AtomicU64,
+    rate_limit_waits: AtomicU64,
+    rate_limit_wait_micros: AtomicU64,
+    breaker_opens: AtomicU64,
+}
+
+/// A reading of [`CallStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallCounts {
+    /// HTTP requests sent (every attempt, token refreshes included).
+    pub api_calls: u64,
+    /// Attempts after the first of a call.
+    pub retries: u64,
+    /// Waits for a platform's rate limit: the backoff before retrying a
+    /// rate-limited reply, or a pause the platform's usage headers asked for.
+    pub rate_limit_waits: u64,
+    /// Seconds spent in those waits.
+    pub rate_limit_wait_seconds: f64,
+    /// Times the source's circuit breaker opened.
+    pub breaker_opens: u64,
+}
+
+impl CallStats {
+    /// The counts now.
+    pub fn counts(&self) -> CallCounts {
+        CallCounts {
+            api_calls: self.api_calls.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            rate_limit_waits: self.rate_limit_waits.load(Ordering::Relaxed),
+            rate_limit_wait_seconds: Duration::from_micros(
+                self.rate_limit_wait_micros.load(Ordering::Relaxed),
+            )
+            .as_secs_f64(),
+            breaker_opens: self.breaker_opens.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add_call(&self) {
+        self.api_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add_wait(&self, wait: Duration) {
+        self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        self.rate_limit_wait_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn add_breaker_open(&self) {
+        self.breaker_opens.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where one call's counts go: its source's totals and, when given, its
+/// run's.
+struct Tally<'a> {
+    source: Arc<CallStats>,
+    run: Option<&'a CallStats>,
+}
+
+impl Tally<'_> {
+    fn each(&self, f: impl Fn(&CallStats)) {
+        f(&self.source);
+        if let Some(run) = self.run {
+            f(run);
+        }
+    }
+}
+
+/// A source's totals and breaker state, for a live `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceStatus {
+    /// The source key (`client/platform`).
+    pub source_key: String,
+    /// Totals since the client started.
+    pub counts: CallCounts,
+    /// The circuit breaker now.
+    pub breaker: BreakerState,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +438,22 @@ impl Call {
     }
 }
 
+/// Whom a call is for: the source, its platform, its credentials and,
+/// when the call belongs to a run, the run's counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The source key (`client/platform`): breaker and totals.
+    pub source_key: &'a str,
+    /// The platform (concurrency limit).
+    pub platform: &'a str,
+    /// The name of the credentials (token cache key).
+    pub cred_key: &'a str,
+    /// The credentials.
+    pub creds: &'a Credentials,
+    /// The run's counters.
+    pub run: Option<&'a CallStats>,
+}
+
 /// The shared, resilient HTTP client.
 pub struct HttpClient {
     inner: reqwest::Client,
@@ -303,6 +461,7 @@ pub struct HttpClient {
     breakers: Mutex<HashMap<String, Breaker>>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     tokens: Mutex<HashMap<String, Token>>,
+    stats: Mutex<HashMap<String, Arc<CallStats>>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -336,7 +495,61 @@ impl HttpClient {
             breakers: Mutex::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The totals of `source_key` (created at zero on first use).
+    pub fn stats(&self, source_key: &str) -> Arc<CallStats> {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(stats.entry(source_key.to_owned()).or_default())
+    }
+
+    fn tally<'a>(&self, source_key: &str, run: Option<&'a CallStats>) -> Tally<'a> {
+        Tally {
+            source: self.stats(source_key),
+            run,
+        }
+    }
+
+    /// Every source called so far: its totals and its breaker state now,
+    /// sorted by source key.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        let stats: Vec<(String, Arc<CallStats>)> = self
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        let now = Instant::now();
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<SourceStatus> = stats
+            .into_iter()
+            .map(|(source_key, stats)| SourceStatus {
+                breaker: breakers
+                    .get(&source_key)
+                    .map_or(BreakerState::Closed, |b| b.state(now)),
+                counts: stats.counts(),
+                source_key,
+            })
+            .collect();
+        out.sort_by(|a, b| a.source_key.cmp(&b.source_key));
+        out
+    }
+
+    /// The state of `source_key`'s circuit breaker now.
+    pub fn breaker_state(&self, source_key: &str) -> BreakerState {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        breakers
+            .get(source_key)
+            .map_or(BreakerState::Closed, |b| b.state(Instant::now()))
+    }
+
+    /// Counts a wait for a platform's rate limit that a connector made
+    /// itself (pacing to usage headers).
+    pub fn count_rate_limit_wait(&self, source_key: &str, run: Option<&CallStats>, wait: Duration) {
+        self.tally(source_key, run).each(|s| s.add_wait(wait));
     }
 
     /// The configuration.
@@ -361,6 +574,7 @@ impl HttpClient {
             Some(_) => {
                 // Half-open: let one call through; one more failure re-opens.
                 b.open_until = None;
+                b.half_open = true;
                 b.failures = self.config.breaker_threshold.saturating_sub(1);
                 false
             }
@@ -368,20 +582,36 @@ impl HttpClient {
         }
     }
 
-    fn record(&self, source_key: &str, ok: bool) {
+    /// Records the outcome of a call; returns whether it opened the circuit
+    /// (a failure while it is open already does not open it again).
+    fn record(&self, source_key: &str, ok: bool) -> bool {
         let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let b = breakers.entry(source_key.to_owned()).or_default();
         if ok {
             *b = Breaker::default();
-        } else {
-            b.failures += 1;
-            if b.failures >= self.config.breaker_threshold {
-                warn!(
-                    source = source_key,
-                    "circuit opened after repeated failures"
-                );
-                b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
-            }
+            return false;
+        }
+        b.failures += 1;
+        if b.failures < self.config.breaker_threshold {
+            return false;
+        }
+        let now = Instant::now();
+        let was_open = b.open_until.is_some_and(|until| now < until);
+        b.open_until = Some(now + self.config.breaker_cooldown);
+        b.half_open = false;
+        if !was_open {
+            warn!(
+                source = source_key,
+                "circuit opened after repeated failures"
+            );
+        }
+        !was_open
+    }
+
+    /// [`HttpClient::record`], counting an opening.
+    fn record_counted(&self, source_key: &str, ok: bool, tally: &Tally<'_>) {
+        if self.record(source_key, ok) {
+            tally.each(CallStats::add_breaker_open);
         }
     }
 
@@ -414,6 +644,7 @@ impl HttpClient {
         cred_key: &str,
         creds: &Credentials,
         source_key: &str,
+        tally: &Tally<'_>,
     ) -> Result<Option<String>, SourceError> {
         if !creds.can_refresh() {
             return Ok(creds.access_token.clone());
@@ -452,6 +683,7 @@ impl HttpClient {
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
+        tally.each(CallStats::add_call);
         let reply = self
             .inner
             .post(url)
@@ -515,6 +747,7 @@ impl HttpClient {
 
     /// Makes `call` for `source_key` (a source of `platform`) with the
     /// credentials named `cred_key`, judging each reply with `classify`.
+    /// Counts go to the source's totals only; see [`HttpClient::send_for`].
     pub async fn send(
         &self,
         source_key: &str,
@@ -524,6 +757,32 @@ impl HttpClient {
         call: &Call,
         classify: impl Fn(&Reply) -> Verdict,
     ) -> Result<Reply, SourceError> {
+        let target = Target {
+            source_key,
+            platform,
+            cred_key,
+            creds,
+            run: None,
+        };
+        self.send_for(&target, call, classify).await
+    }
+
+    /// Makes `call` for `target`, judging each reply with `classify`;
+    /// counts go to the source's totals and to the target's run.
+    pub async fn send_for(
+        &self,
+        target: &Target<'_>,
+        call: &Call,
+        classify: impl Fn(&Reply) -> Verdict,
+    ) -> Result<Reply, SourceError> {
+        let Target {
+            source_key,
+            platform,
+            cred_key,
+            creds,
+            run,
+        } = *target;
+        let tally = self.tally(source_key, run);
         let mut attempts = 0u32;
         let mut refreshed = false;
         let fail = |kind, message: String, attempts| SourceError {
@@ -541,7 +800,10 @@ impl HttpClient {
                 ));
             }
             attempts += 1;
-            let token = match self.token(cred_key, creds, source_key).await {
+            if attempts > 1 {
+                tally.each(CallStats::add_retry);
+            }
+            let token = match self.token(cred_key, creds, source_key, &tally).await {
                 Ok(t) => t,
                 Err(mut e) => {
                     e.attempts = attempts;
@@ -549,7 +811,7 @@ impl HttpClient {
                         tokio::time::sleep(self.delay(attempts, None)).await;
                         continue;
                     }
-                    self.record(source_key, false);
+                    self.record_counted(source_key, false, &tally);
                     return Err(e);
                 }
             };
@@ -569,6 +831,7 @@ impl HttpClient {
                 if let Some(json) = &call.json {
                     req = req.json(json);
                 }
+                tally.each(CallStats::add_call);
                 match req.send().await {
                     Ok(resp) => {
                         let status = resp.status();
@@ -601,7 +864,7 @@ impl HttpClient {
             };
             match verdict {
                 Verdict::Ok => {
-                    self.record(source_key, true);
+                    self.record_counted(source_key, true, &tally);
                     return outcome.map_err(|m| fail(FailureKind::Transient, m, attempts));
                 }
                 Verdict::Unauthorized(reason) if creds.can_refresh() && !refreshed => {
@@ -611,7 +874,7 @@ impl HttpClient {
                     let _ = reason;
                 }
                 Verdict::Unauthorized(reason) => {
-                    self.record(source_key, false);
+                    self.record_counted(source_key, false, &tally);
                     return Err(fail(
                         FailureKind::Auth,
                         format!("credentials refused: {reason}"),
@@ -634,7 +897,7 @@ impl HttpClient {
                     };
                     let too_long = after.is_some_and(|a| a > self.config.max_delay);
                     if attempts >= self.config.max_attempts || too_long {
-                        self.record(source_key, false);
+                        self.record_counted(source_key, false, &tally);
                         let why = if too_long {
                             "the platform asks to wait longer than allowed"
                         } else {
@@ -648,6 +911,9 @@ impl HttpClient {
                     }
                     let wait = self.delay(attempts, after);
                     debug!(source = source_key, attempt = attempts, ?wait, %reason, "retrying");
+                    if rate_limited {
+                        tally.each(|s| s.add_wait(wait));
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }

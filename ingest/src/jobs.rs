@@ -26,7 +26,7 @@ use crate::connectors::{
     self, FetchContext, ParseContext, Parsed, Record, SourceKind, merge_ad_rows, records_to_batch,
 };
 use crate::error::{Error, Result};
-use crate::http::HttpClient;
+use crate::http::{CallCounts, CallStats, HttpClient};
 use crate::synthetic::Lineage;
 use crate::validate::{Rules, replace_quarantine, validate};
 use crate::warehouse::Warehouse;
@@ -70,6 +70,8 @@ pub struct JobReport {
     pub request_ids: Vec<String>,
     /// The error, when it failed.
     pub error: Option<String>,
+    /// What the platform calls took (zero for files).
+    pub calls: CallCounts,
 }
 
 impl JobReport {
@@ -201,6 +203,11 @@ impl Ingestor {
         &self.warehouse
     }
 
+    /// The HTTP layer (its per-source totals and breaker states).
+    pub fn http(&self) -> &Arc<HttpClient> {
+        &self.http
+    }
+
     fn parse_context(&self, source: &SourceConfig, account: &str) -> ParseContext {
         let mut ctx = ParseContext::new(account).with_canonical_action(&source.canonical_action);
         if let Some(c) = &source.currency {
@@ -254,6 +261,7 @@ impl Ingestor {
         let mut parsed = Parsed::default();
         let mut request_ids = Vec::new();
         let mut failure = None;
+        let calls = CallStats::default();
         match self.secrets.credentials(&job.source.credentials) {
             None => {
                 failure = Some(format!(
@@ -272,6 +280,7 @@ impl Ingestor {
                         parse: self.parse_context(&job.source, account),
                         from: job.from,
                         to: job.to,
+                        run: Some(&calls),
                     };
                     match connectors::fetch(kind, &ctx).await {
                         Ok(f) => {
@@ -305,17 +314,19 @@ impl Ingestor {
                 table_version: None,
                 source_request_ids: request_ids.clone(),
                 error: Some(error.clone()),
+                calls: Some(calls.counts()),
             };
             if let Err(e) = append_run(&self.warehouse, &record).await {
                 warn!(%run_id, error = %e, "could not record the failed run");
             }
-            return self.report(job, run_id, request_ids, Err(error));
+            return self.report(job, run_id, request_ids, calls.counts(), Err(error));
         }
+        let counts = calls.counts();
         let result = self
-            .write(job, &run_id, parsed, request_ids.clone())
+            .write(job, &run_id, parsed, request_ids.clone(), Some(counts))
             .await
             .map_err(|e| e.to_string());
-        self.report(job, run_id, request_ids, result)
+        self.report(job, run_id, request_ids, counts, result)
     }
 
     fn report(
@@ -323,6 +334,7 @@ impl Ingestor {
         job: &Job,
         run_id: String,
         request_ids: Vec<String>,
+        calls: CallCounts,
         result: std::result::Result<(u64, u64, u64), String>,
     ) -> JobReport {
         let (rows_written, rows_quarantined, version, error) = match result {
@@ -340,6 +352,7 @@ impl Ingestor {
             version,
             request_ids,
             error,
+            calls,
         }
     }
 
@@ -351,6 +364,7 @@ impl Ingestor {
         run_id: &str,
         parsed: Parsed,
         request_ids: Vec<String>,
+        calls: Option<CallCounts>,
     ) -> Result<(u64, u64, u64)> {
         let kind = job.source.kind;
         let rules = Rules {
@@ -373,7 +387,11 @@ impl Ingestor {
         let lineage = Lineage::new(kind.lineage_source(), run_id);
         let table = kind.table();
         let batch = records_to_batch(table, &job.client.id, kind.source_value(), &good, &lineage)?;
-        let written = WriteSliceBuilder::new(&self.warehouse, table)
+        let mut builder = WriteSliceBuilder::new(&self.warehouse, table);
+        if let Some(calls) = calls {
+            builder = builder.with_calls(calls);
+        }
+        let written = builder
             .with_client(job.client.id.clone())
             .with_source(kind.source_value())
             .with_run_source(kind.as_str())
@@ -449,9 +467,9 @@ impl Ingestor {
             .iter()
             .map(|p| format!("file:{}", p.display()))
             .collect::<Vec<_>>();
-        let result = self.write(&job, &run_id, parsed, ids.clone()).await;
+        let result = self.write(&job, &run_id, parsed, ids.clone(), None).await;
         match result {
-            Ok(r) => Ok(self.report(&job, run_id, ids, Ok(r))),
+            Ok(r) => Ok(self.report(&job, run_id, ids, CallCounts::default(), Ok(r))),
             Err(e) => Err(e),
         }
     }

@@ -60,6 +60,7 @@ pub mod error;
 pub mod freshness;
 pub mod http;
 pub mod jobs;
+pub mod live;
 pub mod pii;
 pub mod synthetic;
 pub mod upkeep;

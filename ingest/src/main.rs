@@ -13,6 +13,12 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// Writing allocates many short-lived Arrow and Parquet buffers from every
+/// worker thread; mimalloc's per-thread heaps serve them without the
+/// system allocator's shared-arena contention.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code of invalid command-line input (as clap uses).
 const USAGE_ERROR: u8 = 2;
 
@@ -195,10 +201,14 @@ fn main() -> ExitCode {
 }
 
 /// Ends an upkeep command: its output is already printed; an error is one
-/// line on stderr and exit code 1.
+/// line on stderr and exit code 1 (2 for an unusable command-line value).
 fn report(result: adlake_ingest::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ adlake_ingest::Error::Usage(_)) => {
+            print_error(&err.to_string());
+            ExitCode::from(USAGE_ERROR)
+        }
         Err(err) => {
             print_error(&err.to_string());
             ExitCode::FAILURE

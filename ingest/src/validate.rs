@@ -13,11 +13,11 @@ use std::sync::Arc;
 use adlake_engine::schema::QUARANTINE;
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{NaiveDate, Utc};
-use deltalake::kernel::{DataType as DeltaDataType, StructField};
-use tracing::{debug, info};
+use deltalake::kernel::DataType as DeltaDataType;
+use tracing::debug;
 
 use crate::connectors::{Record, Reject};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::synthetic::date_to_epoch_day;
 use crate::warehouse::Warehouse;
 use crate::writer::{DATE_FROM, DATE_TO, WriteSliceBuilder};
@@ -221,29 +221,16 @@ pub async fn replace_quarantine(
 /// Adds the requested-range columns to a `quarantine` table written before
 /// they existed (its old rows keep nulls there and are never replaced).
 async fn upgrade_quarantine(warehouse: &Warehouse) -> Result<()> {
-    let table = warehouse.open_or_create(&QUARANTINE).await?;
-    let schema = table
-        .snapshot()
-        .map_err(|e| Error::delta(QUARANTINE.name, e))?
-        .schema();
-    let missing: Vec<StructField> = [DATE_FROM, DATE_TO]
-        .into_iter()
-        .filter(|c| schema.field(c).is_none())
-        .map(|c| StructField::new(c, DeltaDataType::DATE, true))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    info!(columns = ?[DATE_FROM, DATE_TO], "adding the requested-range columns to quarantine");
-    match table.add_columns().with_fields(missing).await {
-        Ok(table) => {
-            warehouse.remember(&QUARANTINE, &table);
-            Ok(())
-        }
-        // Another writer may have added them first.
-        Err(e) if crate::upkeep::is_lost_race(&e) => Ok(()),
-        Err(e) => Err(Error::delta(QUARANTINE.name, e)),
-    }
+    warehouse
+        .add_missing_columns(
+            &QUARANTINE,
+            &[
+                (DATE_FROM, DeltaDataType::DATE),
+                (DATE_TO, DeltaDataType::DATE),
+            ],
+        )
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]

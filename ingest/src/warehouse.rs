@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use adlake_engine::schema::{TableDef, all_tables};
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
+use deltalake::kernel::{DataType as DeltaDataType, StructField};
 use deltalake::protocol::SaveMode;
 use tracing::{debug, info};
 use url::Url;
@@ -238,6 +239,46 @@ impl Warehouse {
         DeltaTable::try_from_url(url)
             .await
             .map_err(|e| Error::delta(def.name, e))
+    }
+
+    /// Opens (or creates) `def` and adds the nullable `columns` its Delta
+    /// schema lacks: a table written before a release that added them
+    /// keeps its rows, which read null there. Columns are added in the
+    /// order given, which must be their order at the end of `def`'s schema.
+    /// Losing the race to another writer adding them is fine. Returns the
+    /// table at its latest version.
+    pub async fn add_missing_columns(
+        &self,
+        def: &'static TableDef,
+        columns: &[(&str, DeltaDataType)],
+    ) -> Result<DeltaTable> {
+        let table = self.open_or_create(def).await?;
+        let schema = table
+            .snapshot()
+            .map_err(|e| Error::delta(def.name, e))?
+            .schema();
+        let missing: Vec<StructField> = columns
+            .iter()
+            .filter(|(name, _)| schema.field(name).is_none())
+            .map(|(name, data_type)| StructField::new(*name, data_type.clone(), true))
+            .collect();
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
+        info!(table = def.name, columns = ?names, "adding columns to a table of an older layout");
+        match table.add_columns().with_fields(missing).await {
+            Ok(table) => {
+                self.remember(def, &table);
+                Ok(table)
+            }
+            // Another writer may have added them first.
+            Err(e) if crate::upkeep::is_lost_race(&e) => {
+                self.loaded.forget(def.name);
+                self.open_or_create(def).await
+            }
+            Err(e) => Err(Error::delta(def.name, e)),
+        }
     }
 
     /// Creates every table of the warehouse that does not exist yet.

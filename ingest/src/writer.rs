@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use adlake_engine::schema::{CLIENT_ID, DATE, INGEST_RUNS, QUARANTINE, TableDef};
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, ListBuilder, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{Date32Type, SchemaRef};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -33,6 +33,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::kernel::DataType as DeltaDataType;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::{Stream, StreamExt};
@@ -40,6 +41,7 @@ use serde_json::json;
 use tracing::{error, info};
 
 use crate::error::{Error, Result};
+use crate::http::CallCounts;
 use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
 use crate::warehouse::Warehouse;
 
@@ -156,7 +158,20 @@ pub struct RunRecord {
     pub source_request_ids: Vec<String>,
     /// The error of a failed run.
     pub error: Option<String>,
+    /// What the platform calls of the run took; `None` for runs that made
+    /// none (synthetic data, files).
+    pub calls: Option<CallCounts>,
 }
+
+/// The `ingest_runs` columns of [`CallCounts`], in schema order, with their
+/// Delta types (for tables written before they existed).
+pub const CALL_COLUMNS: [(&str, DeltaDataType); 5] = [
+    ("api_calls", DeltaDataType::LONG),
+    ("retries", DeltaDataType::LONG),
+    ("rate_limit_waits", DeltaDataType::LONG),
+    ("rate_limit_wait_seconds", DeltaDataType::DOUBLE),
+    ("breaker_opens", DeltaDataType::LONG),
+];
 
 impl RunRecord {
     fn to_batch(&self) -> Result<RecordBatch> {
@@ -169,6 +184,10 @@ impl RunRecord {
         };
         let text = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s])) };
         let count = |n: u64| -> ArrayRef { Arc::new(Int64Array::from(vec![to_i64(n)])) };
+        let calls = self.calls.as_ref();
+        let call_count = |f: fn(&CallCounts) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from(vec![calls.map(|c| to_i64(f(c)))]))
+        };
         let columns: Vec<ArrayRef> = vec![
             text(&self.run_id),
             text(&self.client_id),
@@ -186,6 +205,13 @@ impl RunRecord {
             Arc::new(Int64Array::from(vec![self.table_version.map(to_i64)])),
             Arc::new(request_ids.finish()),
             Arc::new(StringArray::from(vec![self.error.as_deref()])),
+            call_count(|c| c.api_calls),
+            call_count(|c| c.retries),
+            call_count(|c| c.rate_limit_waits),
+            Arc::new(Float64Array::from(vec![
+                calls.map(|c| c.rate_limit_wait_seconds),
+            ])),
+            call_count(|c| c.breaker_opens),
         ];
         Ok(RecordBatch::try_new(INGEST_RUNS.schema(), columns)?)
     }
@@ -196,9 +222,12 @@ fn to_i64(n: u64) -> i64 {
 }
 
 /// Appends one row to `ingest_runs` and returns the version it produced.
+/// A table written before the call columns existed gets them first.
 pub async fn append_run(warehouse: &Warehouse, record: &RunRecord) -> Result<u64> {
     let batch = record.to_batch()?;
-    let table = warehouse.open_or_create(&INGEST_RUNS).await?;
+    let table = warehouse
+        .add_missing_columns(&INGEST_RUNS, &CALL_COLUMNS)
+        .await?;
     let table = table
         .write([batch])
         .with_save_mode(SaveMode::Append)
@@ -266,6 +295,7 @@ pub struct WriteSliceBuilder {
     trigger: Trigger,
     rows_quarantined: u64,
     source_request_ids: Vec<String>,
+    calls: Option<CallCounts>,
 }
 
 impl WriteSliceBuilder {
@@ -282,6 +312,7 @@ impl WriteSliceBuilder {
             trigger: Trigger::Manual,
             rows_quarantined: 0,
             source_request_ids: Vec::new(),
+            calls: None,
         }
     }
 
@@ -336,6 +367,12 @@ impl WriteSliceBuilder {
         ids: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
         self.source_request_ids = ids.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// What the run's platform calls took, for the run record.
+    pub fn with_calls(mut self, calls: CallCounts) -> Self {
+        self.calls = Some(calls);
         self
     }
 
@@ -399,6 +436,7 @@ impl WriteSliceBuilder {
             table_version: None,
             source_request_ids: self.source_request_ids.clone(),
             error: None,
+            calls: self.calls,
         };
         match written {
             Ok(version) => {

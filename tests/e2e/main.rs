@@ -11,6 +11,7 @@
 
 mod flight_sql;
 mod metrics;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,8 +1,9 @@
 """deploy/ is checked without Docker or Kubernetes: every YAML file parses,
 the Kubernetes manifests have what the runbook relies on (probes,
 resources, HPA, PDB, CronJobs, Secrets, ConfigMaps), and every alert rule
-is well formed and names only metrics the server exports (the list in
-flight-server/src/metrics.rs, EXPORTED) or Prometheus' own `up`.
+is well formed and names only metrics the server or the ingest worker
+exports (the EXPORTED lists in flight-server/src/metrics.rs and
+ingest/src/live.rs) or Prometheus' own `up`.
 
 The rules are also checked and unit-tested (deploy/prometheus/alerts_test.yml)
 with the real promtool, from Debian's `prometheus` package (scripts/test.sh
@@ -28,10 +29,14 @@ PROMQL_WORDS = {
 
 
 def exported_metrics() -> set[str]:
-    text = (ROOT / "flight-server/src/metrics.rs").read_text()
-    block = text.split("pub const EXPORTED", 1)[1].split("];", 1)[0]
-    names = set(re.findall(r'"(adlake_[a-z_]+)"', block))
-    assert names, "no EXPORTED list in metrics.rs"
+    """What the server's and the ingest worker's `/metrics` export."""
+    names: set[str] = set()
+    for source in ("flight-server/src/metrics.rs", "ingest/src/live.rs"):
+        text = (ROOT / source).read_text()
+        block = text.split("pub const EXPORTED", 1)[1].split("];", 1)[0]
+        found = set(re.findall(r'"(adlake_[a-z_]+)"', block))
+        assert found, f"no EXPORTED list in {source}"
+        names |= found
     return names
 
 

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use adlake_engine::transport::transport_type;
-use adlake_engine::{CATALOG_NAME, Engine, Query, SCHEMA_NAME};
+use adlake_engine::{CATALOG_NAME, Described, Engine, SCHEMA_NAME};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -243,16 +243,23 @@ impl AdlakeFlightSqlService {
         call.finish(result)
     }
 
-    async fn plan(&self, call: &Call, principal: &Principal, sql: &str) -> Result<Query, Status> {
-        tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, "planning");
+    /// What planning `sql` for the caller gives (from the engine's memo
+    /// when the statement was planned before and its tables have not moved).
+    async fn describe(
+        &self,
+        call: &Call,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<Arc<Described>, Status> {
+        tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, "describing");
         self.engine
-            .plan(&principal.scope, sql)
+            .describe(&principal.scope, sql)
             .await
             .map_err(|err| engine_status(&err, call.id))
     }
 
-    /// Plans `sql` for the caller and describes its result: the schema, and
-    /// one endpoint whose ticket carries the SQL (see [`handle`]).
+    /// Describes `sql`'s result for the caller: the schema, and one
+    /// endpoint whose ticket carries the SQL (see [`handle`]).
     async fn statement_info(
         &self,
         call: &mut Call,
@@ -261,14 +268,14 @@ impl AdlakeFlightSqlService {
     ) -> Result<FlightInfo, Status> {
         let principal = self.authenticate(call, request.metadata())?;
         refuse_unbound(sql)?;
-        let query = self.plan(call, &principal, sql).await?;
+        let described = self.describe(call, &principal, sql).await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle::encode(sql),
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         Ok(FlightInfo::new()
-            .try_with_schema(&query.schema())
+            .try_with_schema(&described.schema)
             .map_err(|err| call.internal(&err))?
             .with_endpoint(endpoint)
             .with_descriptor(request.into_inner())
@@ -290,20 +297,21 @@ impl AdlakeFlightSqlService {
         // Held until the stream ends or the caller drops it.
         let permit = self.limits.start_query(&principal.name)?;
         let started = tokio::time::Instant::now();
-        let query = self.plan(call, &principal, sql).await?;
-        // The advertised schema is sent first, so a client gets it even for an
-        // empty result, and it is the schema of every batch.
-        let schema = query.schema();
         // The result cache, keyed by scope, SQL and table versions;
-        // `x-adlake-cache: bypass` skips it.
+        // `x-adlake-cache: bypass` skips it. A statement planned before is
+        // looked up without planning it again.
         let bypass = metadata
             .get("x-adlake-cache")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bypass"));
+        tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, bypass, "running");
         let (batches, _) = self
             .engine
-            .execute_cached(&principal.scope, sql, query, bypass)
+            .execute_sql(&principal.scope, sql, bypass)
             .await
             .map_err(|err| engine_status(&err, call.id))?;
+        // The advertised schema is sent first, so a client gets it even for an
+        // empty result, and it is the schema of every batch.
+        let schema = batches.schema();
         let (id, method, who) = (call.id, call.method, call.principal.clone());
         let batches = batches.map_err(move |err| {
             let status = engine_status(&adlake_engine::Error::from_execution(err), id);
@@ -766,11 +774,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
             // parameter schemas; the handle then carries only the SQL, to be
             // planned again (with the bound values) per use.
             let placeholders = Placeholders::find(&query.query)?;
-            let plan = self.plan(&call, &principal, &placeholders.sql).await?;
-            let schema = plan.schema();
-            let mut types = plan
-                .parameter_types()
-                .map_err(|err| engine_status(&err, call.id))?;
+            let described = self.describe(&call, &principal, &placeholders.sql).await?;
+            let schema = Arc::clone(&described.schema);
+            let mut types = described.parameter_types.clone();
             // `$3` alone still takes three values.
             types.resize(placeholders.count.max(types.len()), None);
             let options = IpcWriteOptions::default();

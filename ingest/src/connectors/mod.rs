@@ -893,6 +893,8 @@ pub struct FetchContext<'a> {
     pub from: NaiveDate,
     /// Last report date (inclusive).
     pub to: NaiveDate,
+    /// The run's call counters, when the fetch belongs to a run.
+    pub run: Option<&'a crate::http::CallStats>,
 }
 
 impl FetchContext<'_> {
@@ -911,6 +913,8 @@ impl FetchContext<'_> {
         if let Some(p) = pause {
             let p = p.min(self.http.config().max_delay);
             tracing::debug!(source = %self.source_key, pause = ?p, "pacing to the platform's usage");
+            self.http
+                .count_rate_limit_wait(&self.source_key, self.run, p);
             tokio::time::sleep(p).await;
         }
     }
@@ -921,16 +925,14 @@ impl FetchContext<'_> {
         call: &crate::http::Call,
         classify: impl Fn(&crate::http::Reply) -> crate::http::Verdict,
     ) -> std::result::Result<crate::http::Reply, crate::http::SourceError> {
-        self.http
-            .send(
-                &self.source_key,
-                platform.as_str(),
-                &self.cred_key,
-                self.creds,
-                call,
-                classify,
-            )
-            .await
+        let target = crate::http::Target {
+            source_key: &self.source_key,
+            platform: platform.as_str(),
+            cred_key: &self.cred_key,
+            creds: self.creds,
+            run: self.run,
+        };
+        self.http.send_for(&target, call, classify).await
     }
 }
 

@@ -41,6 +41,7 @@ fn run(
         table_version: ok.then_some(1),
         source_request_ids: Vec::new(),
         error: (!ok).then(|| "platform timeout".to_owned()),
+        calls: None,
     }
 }
 

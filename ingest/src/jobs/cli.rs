@@ -105,6 +105,10 @@ pub struct WorkerArgs {
     /// Stop after this many checks (default: run forever).
     #[arg(long, value_name = "N")]
     pub max_ticks: Option<u64>,
+    /// Serve live metrics (circuit breaker state and call counters per
+    /// source) in Prometheus text on `http://HOST:PORT/metrics`.
+    #[arg(long, value_name = "HOST:PORT", env = "ADLAKE_INGEST_METRICS_ADDR", value_parser = crate::live::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
@@ -225,6 +229,10 @@ pub async fn file(args: FileArgs) -> Result<()> {
 /// Runs `worker`.
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let (config, ingestor) = setup(&args.common)?;
+    if let Some(addr) = args.metrics_addr {
+        let bound = crate::live::serve(addr, Arc::clone(ingestor.http())).await?;
+        eprintln!("metrics: http://{bound}/metrics");
+    }
     let reports = ingestor
         .worker(
             &config,

@@ -3,6 +3,7 @@
 //! from each platform's documented shape, and injects rate limits, 5xx
 //! bursts, expired tokens, timeouts, malformed pages and stream errors.
 
+mod calls;
 mod fake;
 mod resilience;
 mod schedule;
