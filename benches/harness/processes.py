@@ -97,13 +97,21 @@ class GenerateResult:
         }
 
 
-def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) -> GenerateResult:
-    """Runs `adlake-ingest demo` into an empty `warehouse` and parses its summary."""
-    ingest = binary(bin_dir, "adlake-ingest")
-    cmd = [str(ingest), "demo", "--warehouse", str(warehouse), *args]
-    log = warehouse.parent / f"{warehouse.name}.ingest.log"
+@dataclass(frozen=True)
+class Measured:
+    """One run of a command to completion: exit code, output, wall time and
+    peak resident memory (from `wait4`)."""
+
+    returncode: int
+    stdout: str
+    seconds: float
+    peak_rss_bytes: int
+
+
+def run_measured(cmd: list[str], stderr_log: Path, timeout_s: float) -> Measured:
+    """Runs `cmd` with stderr to `stderr_log`, killing it past `timeout_s`."""
     started = time.monotonic()
-    with log.open("wb") as err:
+    with stderr_log.open("wb") as err:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -125,13 +133,25 @@ def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) 
                 proc.wait()
                 raise HarnessError(f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f}s")
             time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status)
         reader.join(timeout=10)
-    seconds = time.monotonic() - started
-    stdout = b"".join(out_chunks).decode("utf-8", "replace")
-    if proc.returncode != 0:
+    return Measured(
+        returncode=os.waitstatus_to_exitcode(status),
+        stdout=b"".join(out_chunks).decode("utf-8", "replace"),
+        seconds=time.monotonic() - started,
+        peak_rss_bytes=usage.ru_maxrss * 1024,
+    )
+
+
+def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) -> GenerateResult:
+    """Runs `adlake-ingest demo` into an empty `warehouse` and parses its summary."""
+    ingest = binary(bin_dir, "adlake-ingest")
+    cmd = [str(ingest), "demo", "--warehouse", str(warehouse), *args]
+    log = warehouse.parent / f"{warehouse.name}.ingest.log"
+    run = run_measured(cmd, log, timeout_s)
+    seconds, stdout = run.seconds, run.stdout
+    if run.returncode != 0:
         raise HarnessError(
-            f"`{' '.join(cmd)}` exited with {proc.returncode}\n--- stderr (tail) ---\n"
+            f"`{' '.join(cmd)}` exited with {run.returncode}\n--- stderr (tail) ---\n"
             f"{tail(log.read_text(errors='replace'))}"
         )
     rows: dict[str, int] = {}
@@ -152,7 +172,7 @@ def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) 
         rows_by_table=rows,
         generator_rows=gen_rows,
         generator_seconds=gen_secs,
-        peak_rss_bytes=usage.ru_maxrss * 1024,
+        peak_rss_bytes=run.peak_rss_bytes,
         stdout=stdout,
     )
 

@@ -65,6 +65,21 @@ def markdown(report: dict) -> str:
             f"{gen['rows_per_sec']:,} | {gen['generator_rows_per_sec'] or 0:,} | {mib(gen['peak_rss_bytes'])} |",
             "",
         ]
+    if (upkeep := report.get("maintain")) and upkeep.get("report"):
+        lines += [
+            "## Table upkeep (`adlake-ingest maintain`, once before measuring)",
+            "",
+            f"{upkeep['seconds']:.1f} s, peak RSS {mib(upkeep.get('peak_rss_bytes'))}.",
+            "",
+            "| table | files before | files after | replaced | written | commits | version |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for t in upkeep["report"]["tables"]:
+            lines.append(
+                f"| {t['table']} | {t['files_before']:,} | {t['files_after']:,} | {t['files_removed']:,} | "
+                f"{t['files_added']:,} | {t.get('commits', '-')} | {t['version_before']} → {t['version_after']} |"
+            )
+        lines.append("")
     if ing := report.get("ingest_vs_write_deltalake"):
         w = ing["write_deltalake"]
         lines += [

@@ -110,14 +110,18 @@ def maintained(args: argparse.Namespace, warehouse: Path, work: Path) -> dict | 
     ingest = processes.binary(args.bin_dir, "adlake-ingest")
     cmd = [str(ingest), "maintain", "--warehouse", str(warehouse), "--json"]
     log(f"maintaining: {' '.join(cmd)}")
-    started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.ingest_timeout)
-    if proc.returncode != 0:
+    stderr_log = work / f"{args.dataset}.maintain.log"
+    run = processes.run_measured(cmd, stderr_log, args.ingest_timeout)
+    if run.returncode != 0:
         raise processes.HarnessError(
-            f"`{' '.join(cmd)}` exited with {proc.returncode}\n{processes.tail(proc.stderr)}"
+            f"`{' '.join(cmd)}` exited with {run.returncode}\n{processes.tail(stderr_log.read_text(errors='replace'))}"
         )
-    result = {"seconds": round(time.monotonic() - started, 1), "report": json.loads(proc.stdout or "null")}
-    log(f"maintained in {result['seconds']:.0f}s")
+    result = {
+        "seconds": round(run.seconds, 1),
+        "peak_rss_bytes": run.peak_rss_bytes,
+        "report": json.loads(run.stdout or "null"),
+    }
+    log(f"maintained in {result['seconds']:.0f}s, peak RSS {run.peak_rss_bytes / 2**20:,.0f} MiB")
     stamp.write_text(json.dumps({**have, "maintain": result}))
     return result
 
@@ -238,6 +242,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "prunes every file per query, which takes seconds on medium")  # fmt: skip
     p.add_argument("--grpc", action="store_true",
                    help="also time the workload over gRPC QueryMetrics (the metric layer), per mode")  # fmt: skip
+    p.add_argument("--flight-direct", action="store_true",
+                   help="also time the workload with the plain pyarrow.flight client (GetFlightInfo + DoGet, "
+                        "no ADBC driver), per mode")  # fmt: skip
     p.add_argument("--maintain", action="store_true",
                    help="run `adlake-ingest maintain` over the dataset once before measuring (kept for later runs)")
     p.add_argument("--ingest-compare", action="store_true", help="also time write_deltalake on the same data")
@@ -309,8 +316,19 @@ def main(argv: list[str]) -> int:
             "uncached": engines.AdlakeFlightSql(server.flight_uri, tokens, dict([args.bypass_header.split("=", 1)])),
             "cached": engines.AdlakeFlightSql(server.flight_uri, tokens),
         }
+        flight_by_mode = {}
+        if args.flight_direct:
+            flight_by_mode = {
+                "uncached": engines.AdlakeFlightDirect(
+                    server.flight_uri, tokens, dict([args.bypass_header.split("=", 1)])
+                ),
+                "cached": engines.AdlakeFlightDirect(server.flight_uri, tokens),
+            }
         log(f"checking {len(queries)} dashboard answers of client {client} against DuckDB")
         rep["checks"] = check_answers(adlake_by_mode["uncached"], duck, queries)
+        if flight_by_mode:
+            direct = check_answers(flight_by_mode["uncached"], duck, queries)
+            rep["checks"].update({f"{q} (pyarrow.flight)": problems for q, problems in direct.items()})
         failed = any(rep["checks"].values())
         grpc_by_mode = {}
         if args.grpc:
@@ -321,30 +339,25 @@ def main(argv: list[str]) -> int:
             }
             rep["grpc_rows"] = grpc_rows(grpc_by_mode["uncached"], queries)
         if not args.check_only and not failed:
+
+            def timed(series: str, engine, runs: int, c: int) -> None:
+                for q in queries:
+                    if hasattr(engine, "supports") and not engine.supports(q):
+                        continue
+                    stats = measure.measure(engine, q, runs, c, args.warmup)
+                    rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
+                    log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                        f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+
             for c in args.concurrency:
                 for mode in args.modes:
-                    series = f"adlake/{mode}/c{c}"
-                    for q in queries:
-                        stats = measure.measure(adlake_by_mode[mode], q, args.runs, c, args.warmup)
-                        rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
-                        log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                            f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+                    timed(f"adlake/{mode}/c{c}", adlake_by_mode[mode], args.runs, c)
+                    if mode in flight_by_mode:
+                        timed(f"adlake-flight/{mode}/c{c}", flight_by_mode[mode], args.runs, c)
                     if mode in grpc_by_mode:
-                        series = f"adlake-grpc/{mode}/c{c}"
-                        for q in queries:
-                            if not grpc_by_mode[mode].supports(q):
-                                continue
-                            stats = measure.measure(grpc_by_mode[mode], q, args.runs, c, args.warmup)
-                            rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
-                            log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                                f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+                        timed(f"adlake-grpc/{mode}/c{c}", grpc_by_mode[mode], args.runs, c)
                 if not args.no_duckdb_timing:
-                    series = f"duckdb/c{c}"
-                    for q in queries:
-                        stats = measure.measure(duck, q, args.duckdb_runs or args.runs, c, args.warmup)
-                        rep["latency"].setdefault(series, {})[q.name] = stats.as_json()
-                        log(f"  {series} {q.name}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                            f"p99 {stats.p99_ms:.2f} ms, {stats.qps:.1f} QPS")  # fmt: skip
+                    timed(f"duckdb/c{c}", duck, args.duckdb_runs or args.runs, c)
         rep["server_peak_rss_bytes"] = server.peak_rss_bytes()
     finally:
         server.stop()

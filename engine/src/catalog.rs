@@ -347,6 +347,15 @@ async fn snapshot_of(
         location: table.table_url().to_string(),
         message: format!("cannot scan table {}: {e}", def.name),
     })?;
+    // Only partition predicates reach the Delta scan (see `pruned`).
+    let provider: Arc<dyn TableProvider> = if def.partition_columns.is_empty() {
+        provider
+    } else {
+        Arc::new(crate::pruned::PartitionPruned::new(
+            provider,
+            def.partition_columns,
+        ))
+    };
     Ok(TableSnapshot {
         def,
         version: table.version(),

@@ -41,6 +41,7 @@ pub mod error;
 mod guard;
 pub mod memo;
 pub mod metrics;
+mod pruned;
 pub mod schema;
 pub mod scope;
 mod scoped;

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::erase::EraseBuilder;
 use crate::error::{Error, Result};
 use crate::freshness::{self, TimeZones};
-use crate::upkeep::{DEFAULT_RETENTION, MaintainBuilder};
+use crate::upkeep::{DEFAULT_FILES_PER_COMMIT, DEFAULT_RETENTION, MaintainBuilder};
 use crate::warehouse::Warehouse;
 
 /// `adlake-ingest maintain`.
@@ -36,6 +36,11 @@ pub struct MaintainArgs {
     /// Skip the vacuum.
     #[arg(long)]
     pub no_vacuum: bool,
+    /// Most files one compaction commit replaces; a larger table is
+    /// compacted in several commits.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FILES_PER_COMMIT,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub files_per_commit: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -120,6 +125,7 @@ pub async fn maintain(args: MaintainArgs) -> Result<()> {
         .with_zorder(args.zorder)
         .with_retention(retention)
         .with_vacuum(!args.no_vacuum)
+        .with_files_per_commit(args.files_per_commit)
         .execute()
         .await?;
     if args.json {
@@ -131,6 +137,7 @@ pub async fn maintain(args: MaintainArgs) -> Result<()> {
                     "version_after": r.version_after, "files_before": r.files_before,
                     "files_after": r.files_after, "files_removed": r.files_removed,
                     "files_added": r.files_added, "attempts": r.attempts,
+                    "commits": r.commits,
                     "checkpointed": r.checkpointed, "files_vacuumed": r.files_vacuumed,
                     "skipped_locked": r.skipped_locked,
                 })

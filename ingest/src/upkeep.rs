@@ -1,6 +1,7 @@
 //! Table upkeep (`adlake-ingest maintain`): compaction of small files per
-//! partition (optionally Z-ordered by campaign), a checkpoint, and a vacuum
-//! of files that left the table longer ago than a retention period.
+//! partition (optionally Z-ordered by campaign) in bounded commits (see
+//! [`compact`]), a checkpoint, and a vacuum of files that left the table
+//! longer ago than a retention period.
 //!
 //! Upkeep is safe while the server reads and ingest writes: compaction
 //! commits a new version whose rows are the same, and Delta's optimistic
@@ -15,8 +16,7 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use adlake_engine::schema::{AD_PERFORMANCE, TableDef, all_tables};
-use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use deltalake::operations::optimize::OptimizeType;
+use deltalake::kernel::transaction::TransactionError;
 use deltalake::operations::vacuum::{Clock, VacuumMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::json;
@@ -25,12 +25,24 @@ use tracing::{info, warn};
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
 
+mod compact;
+use compact::{CompactOptions, Compacted};
+
 /// The shortest retention vacuum accepts: a query or an ingest write in
 /// flight never lasts this long, so no file it still needs is deleted.
 pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The retention used when none is given (Delta's own default).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Files at least this large are not compacted, and compacted files are
+/// at most this large (Delta's own default, 100 MiB).
+pub const DEFAULT_TARGET_SIZE: u64 = 100 * 1024 * 1024;
+
+/// Most files one compaction commit replaces: a year of 50 clients (about
+/// 70,000 files) is compacted in a few dozen commits, each visible to
+/// readers as it lands, and a crash or a lost race costs one of them.
+pub const DEFAULT_FILES_PER_COMMIT: usize = 2_000;
 
 /// How many times one table's compaction is tried when it loses a race.
 pub const DEFAULT_ATTEMPTS: u32 = 5;
@@ -64,6 +76,9 @@ pub struct TableUpkeep {
     pub files_added: u64,
     /// Compaction attempts (more than 1 when a race was lost).
     pub attempts: u32,
+    /// Commits compaction made (each replaces at most the builder's
+    /// files-per-commit).
+    pub commits: u32,
     /// Whether a checkpoint was written.
     pub checkpointed: bool,
     /// Files vacuum deleted from storage.
@@ -80,6 +95,7 @@ pub struct MaintainBuilder<'a> {
     tables: Vec<&'static TableDef>,
     zorder: bool,
     target_size: Option<NonZeroU64>,
+    files_per_commit: usize,
     retention: Duration,
     vacuum: bool,
     attempts: u32,
@@ -95,6 +111,7 @@ impl<'a> MaintainBuilder<'a> {
             tables: all_tables().to_vec(),
             zorder: false,
             target_size: None,
+            files_per_commit: DEFAULT_FILES_PER_COMMIT,
             retention: DEFAULT_RETENTION,
             vacuum: true,
             attempts: DEFAULT_ATTEMPTS,
@@ -116,9 +133,17 @@ impl<'a> MaintainBuilder<'a> {
         self
     }
 
-    /// Target size of compacted files in bytes (delta-rs default: 100 MiB).
+    /// Target size of compacted files in bytes (default
+    /// [`DEFAULT_TARGET_SIZE`]).
     pub fn with_target_size(mut self, bytes: NonZeroU64) -> Self {
         self.target_size = Some(bytes);
+        self
+    }
+
+    /// Most files one compaction commit replaces (at least 1; default
+    /// [`DEFAULT_FILES_PER_COMMIT`]).
+    pub fn with_files_per_commit(mut self, files: usize) -> Self {
+        self.files_per_commit = files.max(1);
         self
     }
 
@@ -172,6 +197,7 @@ impl<'a> MaintainBuilder<'a> {
             files_removed: 0,
             files_added: 0,
             attempts: 0,
+            commits: 0,
             checkpointed: false,
             files_vacuumed: 0,
             skipped_locked: false,
@@ -179,11 +205,12 @@ impl<'a> MaintainBuilder<'a> {
         if version_before.is_none() {
             return Ok(report);
         }
-        // Two compactions of the same files must not both commit: delta-rs
-        // does not see them as conflicting (neither changes data), and the
-        // second would add a second copy of the rows. So one maintainer per
-        // table at a time, through a lock object created with a conditional
-        // put (create-if-absent), which every supported store provides.
+        // Two compactions of the same files must not both commit: Delta's
+        // conflict check does not see them as conflicting (neither changes
+        // data), and the second would add a second copy of the rows. So one
+        // maintainer per table at a time, through a lock object created with
+        // a conditional put (create-if-absent), which every supported store
+        // provides.
         let Some(lock) = UpkeepLock::acquire(self.warehouse, def).await? else {
             warn!(
                 table = def.name,
@@ -210,27 +237,21 @@ impl<'a> MaintainBuilder<'a> {
             .map_err(|e| Error::delta(def.name, e))?;
         report.files_before = file_count(&table, def)?;
 
-        // Compaction, retried from a fresh snapshot when a concurrent
-        // commit conflicts with it.
+        // Compaction in bounded commits; a group that loses a race with a
+        // concurrent commit is planned again from a fresh snapshot.
+        let options = CompactOptions {
+            target_size: self
+                .target_size
+                .unwrap_or(NonZeroU64::new(DEFAULT_TARGET_SIZE).unwrap_or(NonZeroU64::MIN)),
+            files_per_commit: self.files_per_commit,
+            sort_column: (self.zorder && def.name == AD_PERFORMANCE.name).then_some(ZORDER_COLUMN),
+            actor: self.actor.clone(),
+        };
+        let mut compacted = Compacted::default();
         loop {
             report.attempts += 1;
-            let mut optimize = table.clone().optimize().with_commit_properties(
-                CommitProperties::default()
-                    .with_metadata([("adlake.actor".to_owned(), json!(self.actor))]),
-            );
-            if self.zorder && def.name == AD_PERFORMANCE.name {
-                optimize = optimize.with_type(OptimizeType::ZOrder(vec![ZORDER_COLUMN.to_owned()]));
-            }
-            if let Some(size) = self.target_size {
-                optimize = optimize.with_target_size(size);
-            }
-            match optimize.await {
-                Ok((next, metrics)) => {
-                    report.files_removed = metrics.num_files_removed;
-                    report.files_added = metrics.num_files_added;
-                    table = next;
-                    break;
-                }
+            match compact::compact(&mut table, &options, &mut compacted).await {
+                Ok(()) => break,
                 Err(err) if is_lost_race(&err) && report.attempts < self.attempts => {
                     warn!(table = def.name, attempt = report.attempts, error = %err,
                         "compaction lost a race with a concurrent commit; retrying");
@@ -242,6 +263,9 @@ impl<'a> MaintainBuilder<'a> {
                 Err(err) => return Err(Error::delta(def.name, err)),
             }
         }
+        report.files_removed = compacted.files_removed;
+        report.files_added = compacted.files_added;
+        report.commits = compacted.commits;
 
         deltalake::checkpoints::create_checkpoint(&table, None)
             .await

@@ -20,14 +20,26 @@ impl Clock for Ahead {
     }
 }
 
-async fn demo_warehouse(dir: &Path) -> Warehouse {
-    let opts = DemoOptions {
-        warehouse: dir.to_str().unwrap().to_owned(),
+/// The synthetic data of [`demo_warehouse`], to write its slices again.
+fn demo_config() -> crate::synthetic::SyntheticConfig {
+    crate::synthetic::SyntheticConfig {
         clients: 2,
         days: 4,
         rows: 800,
         seed: 7,
         end_date: NaiveDate::from_ymd_opt(2025, 3, 31).unwrap(),
+    }
+}
+
+async fn demo_warehouse(dir: &Path) -> Warehouse {
+    let config = demo_config();
+    let opts = DemoOptions {
+        warehouse: dir.to_str().unwrap().to_owned(),
+        clients: config.clients,
+        days: config.days,
+        rows: config.rows,
+        seed: config.seed,
+        end_date: config.end_date,
     };
     run_demo(&opts, Progress::Hidden).await.unwrap();
     Warehouse::open(dir.to_str().unwrap()).unwrap()
@@ -123,6 +135,42 @@ async fn compaction_leaves_one_file_per_partition_and_the_same_rows() {
         parquet_files(&ad_dir).len(),
         files_before.len() + parts.len()
     );
+    // Z-ordered by one column: every new file is sorted by campaign.
+    let new_files: Vec<_> = parquet_files(&ad_dir)
+        .into_iter()
+        .filter(|f| !files_before.contains(f))
+        .collect();
+    assert_eq!(new_files.len(), parts.len());
+    for file in &new_files {
+        let reader =
+            deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(file).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut campaigns = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = arrow::compute::cast(
+                batch.column_by_name(ZORDER_COLUMN).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            campaigns.extend(
+                column
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap().to_owned()),
+            );
+        }
+        assert!(campaigns.len() > 1, "{}", file.display());
+        assert!(
+            campaigns.windows(2).all(|w| w[0] <= w[1]),
+            "{} is not sorted by {ZORDER_COLUMN}",
+            file.display()
+        );
+    }
     let checkpoint = ad_dir.join("_delta_log").join(format!(
         "{:020}.checkpoint.parquet",
         ad.version_after.unwrap()
@@ -213,7 +261,7 @@ fn only_concurrency_conflicts_count_as_a_lost_race() {
 
 #[tokio::test]
 async fn compaction_racing_with_slice_writes_loses_no_row() {
-    use crate::synthetic::{Lineage, Synthetic, SyntheticConfig};
+    use crate::synthetic::{Lineage, Synthetic};
     use crate::writer::{Trigger, WriteSliceBuilder};
 
     let dir = tempfile::tempdir().unwrap();
@@ -221,13 +269,7 @@ async fn compaction_racing_with_slice_writes_loses_no_row() {
     // Rewrite every slice of client 0 while compaction runs: whichever
     // commits second loses the race and runs again (compaction inside
     // upkeep, the slice here as the job runner would); rows never change.
-    let config = SyntheticConfig {
-        clients: 2,
-        days: 4,
-        rows: 800,
-        seed: 7,
-        end_date: NaiveDate::from_ymd_opt(2025, 3, 31).unwrap(),
-    };
+    let config = demo_config();
     let synthetic = Synthetic::new(config.clone());
     let before = totals(&warehouse, &AD_PERFORMANCE, "spend").await;
     let client = synthetic.clients()[0].clone();
@@ -350,4 +392,99 @@ async fn a_held_lock_skips_the_table_and_a_stale_one_is_taken_over() {
     assert!(!report[0].skipped_locked);
     assert!(report[0].files_removed > 0);
     assert!(!lock.exists());
+}
+
+#[tokio::test]
+async fn a_large_table_is_compacted_in_bounded_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = demo_warehouse(dir.path()).await;
+    let ad_dir = warehouse.table_dir(&AD_PERFORMANCE).unwrap();
+    let files_before = parquet_files(&ad_dir);
+    let parts = partitions(&files_before);
+    // Partitions holding two files or more, counted from the disk: with
+    // one file per commit allowed, each of them is a commit of its own.
+    let with_several = parts
+        .iter()
+        .filter(|p| {
+            files_before
+                .iter()
+                .filter(|f| f.parent() == Some(p))
+                .count()
+                >= 2
+        })
+        .count();
+    assert!(with_several >= 2, "{with_several}");
+    let before = totals(&warehouse, &AD_PERFORMANCE, "spend").await;
+
+    let report = MaintainBuilder::new(&warehouse)
+        .with_tables(vec![&AD_PERFORMANCE])
+        .with_files_per_commit(1)
+        .execute()
+        .await
+        .unwrap();
+    let ad = &report[0];
+    assert_eq!(ad.commits as usize, with_several);
+    assert_eq!(
+        ad.version_after,
+        ad.version_before.map(|v| v + with_several as u64)
+    );
+    assert_eq!(ad.files_after, parts.len());
+    assert_eq!(totals(&warehouse, &AD_PERFORMANCE, "spend").await, before);
+
+    // Every commit of the run is an OPTIMIZE that replaced exactly one
+    // partition's files.
+    let table = warehouse.open_table(&AD_PERFORMANCE).await.unwrap();
+    let history: Vec<_> = futures::TryStreamExt::try_collect(table.history(Some(with_several)))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), with_several);
+    for commit in history {
+        assert_eq!(commit.operation.as_deref(), Some("OPTIMIZE"));
+    }
+}
+
+#[tokio::test]
+async fn a_slice_write_that_read_files_compaction_replaced_loses_the_race() {
+    use crate::synthetic::{Lineage, Synthetic};
+
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = demo_warehouse(dir.path()).await;
+    let config = demo_config();
+    let synthetic = Synthetic::new(config.clone());
+    let client = synthetic.clients()[0].clone();
+    let platform = client.platforms[0];
+    let before = totals(&warehouse, &AD_PERFORMANCE, "spend").await;
+
+    // A writer reads the table, then compaction replaces every file it read
+    // before the writer commits its replacement of one slice.
+    let stale = warehouse.open_table(&AD_PERFORMANCE).await.unwrap();
+    let report = MaintainBuilder::new(&warehouse)
+        .with_tables(vec![&AD_PERFORMANCE])
+        .with_vacuum(false)
+        .execute()
+        .await
+        .unwrap();
+    assert!(report[0].files_removed > 0);
+    let lineage = Lineage::new(crate::synthetic::SYNTHETIC_SOURCE, "late");
+    let batches: Vec<_> = synthetic
+        .ad_performance_for(0, platform, &lineage)
+        .collect();
+    let predicate = format!(
+        "client_id = '{}' AND platform = '{}' AND date >= '{}' AND date <= '{}'",
+        client.id,
+        platform.as_str(),
+        config.start_date().unwrap(),
+        config.end_date
+    );
+    let written = stale
+        .write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+        .with_replace_where(predicate)
+        .await;
+    // Committing it would leave the compacted copy of the slice's old rows
+    // beside its new ones (the rows would count twice). It must fail as a
+    // lost race, which the job runner retries from the new version.
+    let err = written.expect_err("the stale write committed over compacted files");
+    assert!(is_lost_race(&err), "{err}");
+    assert_eq!(totals(&warehouse, &AD_PERFORMANCE, "spend").await, before);
 }
