@@ -40,7 +40,7 @@ def binary(bin_dir: Path, name: str) -> Path:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise HarnessError(
             f"binary {path} not found; build it first (`cargo build --release --bin adlake "
-            f"--bin adlake-ingest`, or `cargo build --workspace --bins` for target/debug) "
+            f"--bin adlake-ingest`, or `cargo build --workspace --bins --tests` for target/debug) "
             f"or pass --bin-dir"
         )
     return path
