@@ -57,6 +57,7 @@ pub mod connectors;
 pub mod demo;
 pub mod erase;
 pub mod error;
+mod files;
 pub mod freshness;
 pub mod http;
 pub mod jobs;

@@ -3,10 +3,15 @@
 //! A *slice* is the set of rows of one table that one run owns: one client,
 //! one value of the table's source column (the `platform` of
 //! `ad_performance`) when it has one, and a date range. A write replaces
-//! exactly that slice in one Delta transaction (overwrite with a
-//! `replaceWhere` predicate), so a re-run gives the same table, a failure
+//! exactly that slice in one Delta transaction (an overwrite with the
+//! slice's predicate), so a re-run gives the same table, a failure
 //! part-way commits nothing, and writers of other slices are untouched.
 //! Every write, successful or not, then appends one row to `ingest_runs`.
+//!
+//! The tables partitioned by client and date find the files a slice
+//! replaces from their partition values and statistics (see `replace`),
+//! so a write costs the same whether the table holds a week or years;
+//! the others go through delta-rs's `replaceWhere`.
 //!
 //! `quarantine` has no report date: its rows are keyed by the date range
 //! the run asked for (`date_from`, `date_to`), and its slice is every row of
@@ -544,6 +549,32 @@ impl WriteSliceBuilder {
     {
         let def = self.table;
         let table = self.warehouse.open_or_create(def).await?;
+        let (from, to) = slice.dates;
+        let metadata = vec![
+            (RUN_ID_METADATA_KEY.to_owned(), json!(run_id)),
+            ("adlake.trigger".to_owned(), json!(self.trigger.as_str())),
+            ("adlake.client_id".to_owned(), json!(slice.client)),
+            ("adlake.source".to_owned(), json!(slice.source)),
+            ("adlake.date_from".to_owned(), json!(from.to_string())),
+            ("adlake.date_to".to_owned(), json!(to.to_string())),
+        ];
+
+        if replace::applies(&table, def) {
+            let checked = {
+                let slice = slice.clone();
+                input.map(move |item| {
+                    let batch = item.map_err(|e| Error::Input {
+                        table: slice.table.name,
+                        message: e.to_string(),
+                    })?;
+                    rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    slice.check(batch)
+                })
+            };
+            let table = replace::replace(&table, slice, checked, metadata).await?;
+            self.warehouse.remember(def, &table);
+            return Ok(table.version().unwrap_or_default());
+        }
 
         // Errors found in the stream travel through DataFusion and delta-rs
         // as strings; the typed error waits here to be returned instead.
@@ -574,15 +605,6 @@ impl WriteSliceBuilder {
             Box::pin(RecordBatchStreamAdapter::new(def.schema(), checked)),
         )?;
 
-        let (from, to) = slice.dates;
-        let metadata = [
-            (RUN_ID_METADATA_KEY.to_owned(), json!(run_id)),
-            ("adlake.trigger".to_owned(), json!(self.trigger.as_str())),
-            ("adlake.client_id".to_owned(), json!(slice.client)),
-            ("adlake.source".to_owned(), json!(slice.source)),
-            ("adlake.date_from".to_owned(), json!(from.to_string())),
-            ("adlake.date_to".to_owned(), json!(to.to_string())),
-        ];
         let result = table
             .write(Vec::<RecordBatch>::new())
             .with_input_plan(plan)
@@ -847,6 +869,8 @@ where
         }
     })
 }
+
+mod replace;
 
 #[cfg(test)]
 mod tests;

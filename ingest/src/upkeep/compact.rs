@@ -22,27 +22,19 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
-use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::ParquetFileReaderFactory as _;
-use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
+use arrow::datatypes::SchemaRef;
+use deltalake::datafile::writer::PartitionWriter;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
-use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
-use deltalake::parquet::arrow::async_reader::AsyncFileReader;
-use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
-use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::{DeltaResult, DeltaTable, DeltaTableError, ObjectMeta, ObjectStore};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableError, ObjectStore};
 use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use serde_json::json;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
+
+use crate::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
 
 /// How one table is compacted.
 #[derive(Debug, Clone)]
@@ -142,42 +134,6 @@ fn plan(table: &DeltaTable, target_size: u64) -> DeltaResult<Vec<Bin>> {
     Ok(bins)
 }
 
-/// The schema of the data files: the table's columns without the
-/// partition columns (their values live in the log).
-fn file_schema(table: &DeltaTable) -> DeltaResult<SchemaRef> {
-    let snapshot = table.snapshot()?;
-    let partition_columns = snapshot.metadata().partition_columns();
-    let schema = snapshot.snapshot().arrow_schema();
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .filter(|f| !partition_columns.contains(f.name()))
-        .cloned()
-        .collect();
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// A batch read from an older file, in the current file schema: columns by
-/// name, cast where the file stored another type, null where the file
-/// predates the column. A missing non-nullable column is an error.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> DeltaResult<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| match batch.column_by_name(field.name()) {
-            Some(c) if c.data_type() == field.data_type() => Ok(Arc::clone(c)),
-            Some(c) => arrow::compute::cast(c, field.data_type()),
-            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
-}
-
 /// Opens the writer of one rewritten bin in the given partition folder.
 type WriterFactory = dyn Fn(&Path) -> DeltaResult<PartitionWriter> + Send + Sync;
 
@@ -191,25 +147,9 @@ async fn rewrite(
 ) -> DeltaResult<Vec<Action>> {
     let mut writer = new_writer(&bin.prefix)?;
 
-    // Read with the size the log records: no extra request for it, and no
-    // suffix range request for the footer (Azure has none).
-    let readers = DefaultParquetFileReaderFactory::new(store);
-    let metrics = ExecutionPlanMetricsSet::new();
     let mut sorted_input = Vec::new();
     for file in &bin.files {
-        let meta = ObjectMeta {
-            location: file.path.clone(),
-            last_modified: chrono::Utc::now(),
-            size: file.size,
-            e_tag: None,
-            version: None,
-        };
-        let reader: Box<dyn AsyncFileReader> = readers
-            .create_reader(0, PartitionedFile::from(meta), None, &metrics)
-            .map_err(|e| DeltaTableError::Generic(format!("cannot read {}: {e}", file.path)))?;
-        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
-            .await?
-            .build()?;
+        let mut stream = read_data_file(Arc::clone(&store), &file.path, file.size).await?;
         while let Some(batch) = stream.try_next().await? {
             let batch = conform(&batch, &schema)?;
             if options.sort_column.is_some() {
@@ -260,22 +200,6 @@ async fn rewrite(
     Ok(actions)
 }
 
-/// Deletes files a failed group wrote; they are in no version of the table.
-async fn delete_written(store: &Arc<dyn ObjectStore>, actions: &[Action]) {
-    use object_store::ObjectStoreExt as _;
-    for action in actions {
-        if let Action::Add(add) = action {
-            let deleted = match Path::from_url_path(&add.path) {
-                Ok(path) => store.delete(&path).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = deleted {
-                warn!(path = %add.path, error = %e, "could not delete a file of an uncommitted compaction; vacuum --full removes it");
-            }
-        }
-    }
-}
-
 /// Compacts `table` from its current snapshot. A commit that loses a race
 /// returns the error after deleting the files it wrote; the caller
 /// refreshes the table and calls again (bins already committed then hold
@@ -295,34 +219,11 @@ pub(super) async fn compact(
     let store = log_store.object_store(None);
     let new_writer: Arc<WriterFactory> = {
         // File statistics as the table's own writes collect them.
-        let properties = table.snapshot()?.snapshot().table_properties();
-        let num_indexed_cols = properties.num_indexed_cols();
-        let stats_columns = properties
-            .data_skipping_stats_columns
-            .as_ref()
-            .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
+        let settings = FileSettings::of(table)?;
         let (store, schema, target) =
             (Arc::clone(&store), Arc::clone(&schema), options.target_size);
         Arc::new(move |prefix: &Path| {
-            let config = PartitionWriterConfig::try_new(
-                Arc::clone(&schema),
-                indexmap::IndexMap::new(),
-                Some(
-                    WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .build(),
-                ),
-                Some(target),
-                None,
-                None,
-                Some(prefix.clone()),
-            )?;
-            PartitionWriter::try_with_config(
-                Arc::clone(&store),
-                config,
-                num_indexed_cols,
-                stats_columns.clone(),
-            )
+            settings.partition_writer(Arc::clone(&store), Arc::clone(&schema), prefix, target)
         })
     };
     let options_arc = Arc::new(options.clone());
@@ -377,7 +278,7 @@ pub(super) async fn compact(
             }
         }
         if let Some(err) = failure {
-            delete_written(&store, &actions).await;
+            delete_added(&store, &actions).await;
             return Err(err);
         }
         let added = actions
@@ -419,53 +320,10 @@ pub(super) async fn compact(
                 done.commits += 1;
             }
             Err(err) => {
-                delete_written(&store, &actions).await;
+                delete_added(&store, &actions).await;
                 return Err(err);
             }
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field};
-
-    use super::*;
-
-    #[test]
-    fn older_files_are_read_in_the_current_schema() {
-        let old = RecordBatch::try_new(
-            Arc::new(Schema::new(vec![
-                Field::new("b", DataType::Int32, false),
-                Field::new("a", DataType::Utf8, false),
-            ])),
-            vec![
-                Arc::new(arrow::array::Int32Array::from(vec![1, 2])),
-                Arc::new(StringArray::from(vec!["x", "y"])),
-            ],
-        )
-        .unwrap();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Utf8, false),
-            Field::new("b", DataType::Int64, false),
-            Field::new("added_later", DataType::Int64, true),
-        ]));
-        let got = conform(&old, &schema).unwrap();
-        assert_eq!(got.schema(), schema);
-        assert_eq!(
-            got.column(1).as_any().downcast_ref::<Int64Array>().unwrap(),
-            &Int64Array::from(vec![1, 2])
-        );
-        assert_eq!(got.column(2).null_count(), 2);
-
-        // A required column the file lacks cannot be made up.
-        let strict = Arc::new(Schema::new(vec![Field::new(
-            "required",
-            DataType::Int64,
-            false,
-        )]));
-        assert!(conform(&old, &strict).is_err());
-    }
 }

@@ -615,3 +615,257 @@ async fn synthetic_slices_round_trip_through_delta() {
     );
     assert_eq!(b.column(2).as_primitive::<Int64Type>().value(0), 1);
 }
+
+/// The files a slice write of (client, platform, days of January) touches,
+/// as (date folder, fate), sorted.
+async fn touched(
+    wh: &Warehouse,
+    client: &str,
+    platform: &str,
+    from: u32,
+    to: u32,
+) -> Vec<(String, replace::Fate)> {
+    let table = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let slice = WriteSliceBuilder::new(wh, &AD_PERFORMANCE)
+        .with_client(client)
+        .with_source(Some(platform))
+        .with_date_range(day(from), day(to))
+        .slice()
+        .unwrap();
+    let mut files: Vec<_> = replace::touched_files(&table, &slice)
+        .unwrap()
+        .into_iter()
+        .map(|f| {
+            let folders: Vec<_> = f.path.parts().map(|p| p.as_ref().to_owned()).collect();
+            (folders[..folders.len() - 1].join("/"), f.fate)
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// Number of files per partition folder of `ad_performance`.
+async fn files_per_partition(wh: &Warehouse) -> std::collections::BTreeMap<String, usize> {
+    let table = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for file in table.snapshot().unwrap().log_data().iter() {
+        let path = file.path().to_string();
+        let folder = path
+            .rsplit_once('/')
+            .map_or(String::new(), |(f, _)| f.to_owned());
+        *counts.entry(folder).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Writes days 1–5 of each (client, platform, spend) slice.
+async fn five_days(wh: &Warehouse, slices: [(&str, &str, i64); 3]) {
+    for (client, platform, spend) in slices {
+        write_ads(
+            wh,
+            client,
+            platform,
+            1,
+            5,
+            slice_rows(client, platform, 1..=5, spend),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_slice_write_touches_only_its_partitions_and_platform() {
+    let (_dir, wh) = warehouse();
+    five_days(
+        &wh,
+        [
+            ("a", "google_ads", 100),
+            ("a", "meta_ads", 200),
+            ("b", "meta_ads", 300),
+        ],
+    )
+    .await;
+    assert!(replace::applies(
+        &wh.open_table(&AD_PERFORMANCE).await.unwrap(),
+        &AD_PERFORMANCE
+    ));
+    // Client a's meta files of days 2 and 3, nothing of google_ads or of
+    // client b, none of the other days: 2 of the 15 files.
+    assert_eq!(
+        touched(&wh, "a", "meta_ads", 2, 3).await,
+        [
+            (
+                "client_id=a/date=2025-01-02".to_owned(),
+                replace::Fate::Remove
+            ),
+            (
+                "client_id=a/date=2025-01-03".to_owned(),
+                replace::Fate::Remove
+            ),
+        ]
+    );
+    assert!(touched(&wh, "c", "meta_ads", 1, 5).await.is_empty());
+    assert!(touched(&wh, "a", "tiktok_ads", 1, 5).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_slice_of_compacted_partitions_keeps_the_other_platforms() {
+    let (_dir, wh) = warehouse();
+    five_days(
+        &wh,
+        [
+            ("a", "google_ads", 100),
+            ("a", "meta_ads", 200),
+            ("b", "google_ads", 300),
+        ],
+    )
+    .await;
+    crate::upkeep::MaintainBuilder::new(&wh)
+        .with_tables(vec![&AD_PERFORMANCE])
+        .execute()
+        .await
+        .unwrap();
+    // One file per (client, day): client a's hold both platforms.
+    let counts = files_per_partition(&wh).await;
+    assert_eq!(counts.len(), 10);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let fates: Vec<_> = touched(&wh, "a", "meta_ads", 2, 3).await;
+    assert_eq!(fates.len(), 2);
+    assert!(
+        fates.iter().all(|f| f.1 == replace::Fate::Rewrite),
+        "{fates:?}"
+    );
+
+    // meta_ads restated on days 2–3, one ad fewer on day 3.
+    let mut restated = slice_rows("a", "meta_ads", 2..=3, 900);
+    restated.retain(|r| !(r.2 == 3 && r.3 == "ad-2"));
+    write_ads(&wh, "a", "meta_ads", 2, 3, restated)
+        .await
+        .unwrap();
+    let spend_of = |rows: &[(String, String, NaiveDate, String, i64)]| -> Vec<(String, String, u32, String, i64)> {
+        rows.iter()
+            .map(|r| (r.0.clone(), r.1.clone(), r.2.day(), r.3.clone(), r.4))
+            .collect()
+    };
+    let expected = |meta_days: &dyn Fn(u32) -> i64, google: i64| {
+        let mut rows = Vec::new();
+        for d in 1..=5 {
+            for (platform, base) in [("google_ads", google), ("meta_ads", meta_days(d))] {
+                for (ad, extra) in [("ad-1", 0), ("ad-2", 1)] {
+                    if platform == "meta_ads" && d == 3 && ad == "ad-2" {
+                        continue;
+                    }
+                    rows.push((
+                        "a".to_owned(),
+                        platform.to_owned(),
+                        d,
+                        ad.to_owned(),
+                        base + extra,
+                    ));
+                }
+            }
+        }
+        for d in 1..=5 {
+            for (ad, extra) in [("ad-1", 0), ("ad-2", 1)] {
+                rows.push((
+                    "b".to_owned(),
+                    "google_ads".to_owned(),
+                    d,
+                    ad.to_owned(),
+                    300 + extra,
+                ));
+            }
+        }
+        rows.sort();
+        rows
+    };
+    let meta = |d: u32| if (2..=3).contains(&d) { 900 } else { 200 };
+    let mut got = spend_of(&ad_rows(&wh).await);
+    got.sort();
+    assert_eq!(got, expected(&meta, 100));
+    // Days 2 and 3 now hold the google_ads rows rewritten apart and the new
+    // meta_ads file; the other partitions are untouched.
+    let counts = files_per_partition(&wh).await;
+    for (folder, n) in &counts {
+        let want = if folder.starts_with("client_id=a/")
+            && (folder.ends_with("-02") || folder.ends_with("-03"))
+        {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*n, want, "{folder}");
+    }
+
+    // google_ads restated over all five days: mixed files on days 1, 4, 5
+    // are rewritten, the google-only files of days 2 and 3 removed.
+    write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        5,
+        slice_rows("a", "google_ads", 1..=5, 500),
+    )
+    .await
+    .unwrap();
+    let mut got = spend_of(&ad_rows(&wh).await);
+    got.sort();
+    assert_eq!(got, expected(&meta, 500));
+}
+
+#[tokio::test]
+async fn tables_with_constraints_are_written_by_delta_rs() {
+    let (_dir, wh) = warehouse();
+    write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        2,
+        slice_rows("a", "google_ads", 1..=2, 100),
+    )
+    .await
+    .unwrap();
+    let table = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let table = table
+        .add_constraint()
+        .with_constraint("spend_not_negative", "spend >= 0")
+        .await
+        .unwrap();
+    assert!(!replace::applies(&table, &AD_PERFORMANCE));
+    let before = table.version();
+
+    // The constraint holds: delta-rs checks it, which the direct path
+    // would not.
+    let err = write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        2,
+        slice_rows("a", "google_ads", 1..=2, -5),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("failed validation"), "{err}");
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, before);
+
+    write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        2,
+        2,
+        slice_rows("a", "google_ads", 2..=2, 700),
+    )
+    .await
+    .unwrap();
+    let spends: Vec<_> = ad_rows(&wh)
+        .await
+        .iter()
+        .map(|r| (r.2.day(), r.4))
+        .collect();
+    assert_eq!(spends, [(1, 100), (1, 101), (2, 700), (2, 701)]);
+}
