@@ -11,7 +11,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory as _;
 use datafusion::datasource::physical_plan::parquet::DefaultParquetFileReaderFactory;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
+use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig, WriterConfig};
 use deltalake::kernel::Action;
 use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
@@ -126,16 +126,51 @@ impl FileSettings {
             Some(prefix.clone()),
         )?;
         let properties = self.snapshot.snapshot().table_properties();
-        let stats_columns = properties
-            .data_skipping_stats_columns
-            .as_ref()
-            .map(|v| v.iter().map(ToString::to_string).collect());
         PartitionWriter::try_with_config(
             store,
             config,
             properties.num_indexed_cols(),
-            stats_columns,
+            self.stats_columns(),
         )
+    }
+
+    /// The configuration of a writer that splits its rows into the
+    /// table's partitions (files of at most `target` bytes each).
+    pub(crate) fn delta_writer_config(
+        &self,
+        schema: SchemaRef,
+        partition_columns: Vec<String>,
+        target: NonZeroU64,
+    ) -> WriterConfig {
+        WriterConfig::new(
+            schema,
+            partition_columns,
+            Some(Self::writer_properties()),
+            Some(target),
+            None,
+            self.snapshot
+                .snapshot()
+                .table_properties()
+                .num_indexed_cols(),
+            self.stats_columns(),
+        )
+    }
+
+    /// The table's target file size.
+    pub(crate) fn target_size(&self) -> NonZeroU64 {
+        self.snapshot
+            .snapshot()
+            .table_properties()
+            .target_file_size()
+    }
+
+    fn stats_columns(&self) -> Option<Vec<String>> {
+        self.snapshot
+            .snapshot()
+            .table_properties()
+            .data_skipping_stats_columns
+            .as_ref()
+            .map(|v| v.iter().map(ToString::to_string).collect())
     }
 }
 

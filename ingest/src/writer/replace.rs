@@ -33,13 +33,13 @@ use adlake_engine::schema::{CLIENT_ID, DATE, TableDef};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use chrono::NaiveDate;
-use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::datafile::writer::DeltaWriter;
 use deltalake::delta_datafusion::expr::fmt_expr_to_sql;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::{DeltaResult, DeltaTable};
+use deltalake::{DeltaResult, DeltaTable, ObjectStore};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use serde_json::{Value, json};
@@ -204,26 +204,18 @@ where
     let snapshot = table.snapshot().map_err(delta)?.clone();
     let log_store = table.log_store();
     let store = log_store.object_store(None);
-    let properties = snapshot.snapshot().table_properties();
-    let target = properties.target_file_size();
-    let stats_columns = properties
-        .data_skipping_stats_columns
-        .as_ref()
-        .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let settings = FileSettings::of(table).map_err(delta)?;
+    let target = settings.target_size();
 
     // The new rows, one file per partition (more past the target size),
     // encoded by one writer per core: each date goes to one of them.
-    let config = WriterConfig::new(
+    let config = settings.delta_writer_config(
         def.schema(),
         def.partition_columns
             .iter()
             .map(|c| (*c).to_owned())
             .collect(),
-        Some(FileSettings::writer_properties()),
-        Some(target),
-        None,
-        properties.num_indexed_cols(),
-        stats_columns,
+        target,
     );
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
     let failed = Arc::new(AtomicBool::new(false));
@@ -292,6 +284,11 @@ where
     // The slice's existing files.
     let result: Result<()> = async {
         let touched = touched_files(table, slice).map_err(delta)?;
+        let files = Rewriter {
+            schema: file_schema(table).map_err(delta)?,
+            settings,
+            target,
+        };
         let now = chrono::Utc::now().timestamp_millis();
         for file in touched {
             let mut remove = file.remove.clone();
@@ -300,7 +297,9 @@ where
                 Fate::Keep => {}
                 Fate::Remove => actions.push(Action::Remove(remove)),
                 Fate::Rewrite => {
-                    if let Some(kept) = rewrite(table, slice, &file).await.map_err(delta)? {
+                    if let Some(kept) =
+                        rewrite(&store, &files, slice, &file).await.map_err(delta)?
+                    {
                         actions.push(Action::Remove(remove));
                         actions.extend(kept.into_iter().map(Action::Add));
                     }
@@ -405,25 +404,32 @@ fn split_by_date(batch: &RecordBatch, lanes: usize) -> Result<Vec<(usize, Record
     Ok(parts)
 }
 
+/// What rewriting a slice's mixed files needs, worked out once per write.
+struct Rewriter {
+    schema: arrow::datatypes::SchemaRef,
+    settings: FileSettings,
+    target: std::num::NonZeroU64,
+}
+
 /// Reads a file that may hold rows of the slice and of other sources;
 /// writes the other sources' rows to a new file in the same partition.
 /// `None` when none of its rows are in the slice (the file stays),
 /// otherwise the adds that replace it (none when all of them are).
 async fn rewrite(
-    table: &DeltaTable,
+    store: &Arc<dyn ObjectStore>,
+    files: &Rewriter,
     slice: &Slice,
     file: &Touched,
 ) -> DeltaResult<Option<Vec<deltalake::kernel::Add>>> {
     let (Some(column), Some(source)) = (slice.table.source_column, slice.source.as_deref()) else {
         return Ok(Some(Vec::new()));
     };
-    let store = table.log_store().object_store(None);
-    let schema = file_schema(table)?;
+    let schema = &files.schema;
     let mut kept = Vec::new();
     let mut matched = 0usize;
-    let mut stream = read_data_file(Arc::clone(&store), &file.path, file.size).await?;
+    let mut stream = read_data_file(Arc::clone(store), &file.path, file.size).await?;
     while let Some(batch) = stream.try_next().await? {
-        let batch = conform(&batch, &schema)?;
+        let batch = conform(&batch, schema)?;
         let values = batch.column_by_name(column).map(|c| c.as_string::<i32>());
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|row| Some(values.is_none_or(|v| v.is_null(row) || v.value(row) != source)))
@@ -441,13 +447,12 @@ async fn rewrite(
     }
     let parts: Vec<_> = file.path.parts().collect();
     let prefix = Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned());
-    let target = table
-        .snapshot()?
-        .snapshot()
-        .table_properties()
-        .target_file_size();
-    let mut writer =
-        FileSettings::of(table)?.partition_writer(Arc::clone(&store), schema, &prefix, target)?;
+    let mut writer = files.settings.partition_writer(
+        Arc::clone(store),
+        Arc::clone(schema),
+        &prefix,
+        files.target,
+    )?;
     for batch in &kept {
         writer.write(batch).await?;
     }
