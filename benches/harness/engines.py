@@ -102,6 +102,39 @@ class AdlakeFlightDirect:
         return _FlightSession(self)
 
 
+@dataclass
+class AdlakeRustLoad:
+    """adlake over Flight SQL from `adlake-load`, the repository's Rust
+    client (`flight-server/src/bin/load.rs`): the same two calls as
+    `AdlakeFlightDirect`, without a Python client around them. It runs
+    all of a measurement itself (its own workers, one connection each)
+    and hands back every latency, so it has `measure` instead of
+    `connect`."""
+
+    binary: Path
+    uri: str
+    tokens: dict[str, str]
+    headers: dict[str, str] = field(default_factory=dict)
+    name: str = "adlake-rust"
+
+    def run_load(self, query: Query, runs: int, concurrency: int, warmup: int) -> dict:
+        import json
+        import os
+        import subprocess
+
+        cmd = [str(self.binary), "--flight", self.uri, "--sql", query.sql, "--runs", str(runs),
+               "--concurrency", str(concurrency), "--warmup", str(warmup),
+               "--timeout", str(int(CALL_TIMEOUT_S))]  # fmt: skip
+        for name, value in self.headers.items():
+            cmd += ["--header", f"{name}={value}"]
+        # The token goes through the environment, not the command line.
+        env = {**os.environ, "ADLAKE_TOKEN": self.tokens[query.scope]}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CALL_TIMEOUT_S * 4)
+        if done.returncode != 0:
+            raise RuntimeError(f"adlake-load exited with {done.returncode}: {done.stderr.strip()}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def statement_query_command(sql: str) -> bytes:
     """A Flight SQL `CommandStatementQuery` (field 1: the query) packed in a
     `google.protobuf.Any`, as a Flight descriptor's command."""

@@ -40,7 +40,24 @@ class Stats:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def stats_of(latencies_ms: list[float], concurrency: int, wall_s: float) -> Stats:
+    all_ms = sorted(latencies_ms)
+    return Stats(
+        runs=len(all_ms),
+        concurrency=concurrency,
+        p50_ms=percentile(all_ms, 50),
+        p95_ms=percentile(all_ms, 95),
+        p99_ms=percentile(all_ms, 99),
+        max_ms=all_ms[-1],
+        qps=len(all_ms) / wall_s if wall_s > 0 else math.nan,
+    )
+
+
 def measure(engine: Engine, query: Query, runs: int, concurrency: int, warmup: int) -> Stats:
+    if hasattr(engine, "run_load"):
+        # A client that runs the whole measurement itself (adlake-load).
+        out = engine.run_load(query, runs, concurrency, warmup)
+        return stats_of(out["latencies_ms"], concurrency, out["wall_s"])
     per_worker = [runs // concurrency + (1 if i < runs % concurrency else 0) for i in range(concurrency)]
     sessions = [engine.connect() for _ in range(concurrency)]
     try:
@@ -75,13 +92,4 @@ def measure(engine: Engine, query: Query, runs: int, concurrency: int, warmup: i
     finally:
         for s in sessions:
             s.close()
-    all_ms = sorted(x for worker in latencies for x in worker)
-    return Stats(
-        runs=len(all_ms),
-        concurrency=concurrency,
-        p50_ms=percentile(all_ms, 50),
-        p95_ms=percentile(all_ms, 95),
-        p99_ms=percentile(all_ms, 99),
-        max_ms=all_ms[-1],
-        qps=len(all_ms) / wall if wall > 0 else math.nan,
-    )
+    return stats_of([x for worker in latencies for x in worker], concurrency, wall)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 READY_LINE = re.compile(r"^adlake ready flight=(?P<flight>\S+) http=(?P<http>\S+)\s*$")
 GENERATOR_LINE = re.compile(r"^generator:\s+(?P<rows>\d+) rows in (?P<secs>[\d.]+)s")
-SLICES_LINE = re.compile(r"^slices:\s+(?P<slices>\d+) in (?P<secs>[\d.]+)s")
+SLICES_LINE = re.compile(r"^slices:\s+(?P<slices>\d+) in (?P<commits>\d+) commits, (?P<secs>[\d.]+)s")
 TABLE_LINE = re.compile(r"^(?P<table>\w+)\s+(?P<rows>\d+) rows written\s+version (?P<version>\d+)")
 
 
@@ -40,7 +40,7 @@ def binary(bin_dir: Path, name: str) -> Path:
     if not path.is_file() or not os.access(path, os.X_OK):
         raise HarnessError(
             f"binary {path} not found; build it first (`cargo build --release --bin adlake "
-            f"--bin adlake-ingest`, or `cargo build --workspace --bins --tests` for target/debug) "
+            f"--bin adlake-ingest --bin adlake-load`, or `cargo build --workspace --bins --tests` for target/debug) "
             f"or pass --bin-dir"
         )
     return path
@@ -72,6 +72,7 @@ def vm_rss_bytes(pid: int) -> int | None:
 class GenerateResult:
     seconds: float
     slices: int
+    commits: int
     rows_by_table: dict[str, int]
     generator_rows: int
     generator_seconds: float
@@ -86,6 +87,7 @@ class GenerateResult:
         return {
             "seconds": round(self.seconds, 3),
             "slices": self.slices,
+            "commits": self.commits,
             "rows_by_table": self.rows_by_table,
             "rows_per_sec": round(self.total_rows / self.seconds) if self.seconds else None,
             "generator_rows": self.generator_rows,
@@ -155,13 +157,13 @@ def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) 
             f"{tail(log.read_text(errors='replace'))}"
         )
     rows: dict[str, int] = {}
-    slices = gen_rows = 0
+    slices = commits = gen_rows = 0
     gen_secs = 0.0
     for line in stdout.splitlines():
         if m := TABLE_LINE.match(line):
             rows[m["table"]] = int(m["rows"])
         elif m := SLICES_LINE.match(line):
-            slices = int(m["slices"])
+            slices, commits = int(m["slices"]), int(m["commits"])
         elif m := GENERATOR_LINE.match(line):
             gen_rows, gen_secs = int(m["rows"]), float(m["secs"])
     if not rows:
@@ -169,6 +171,7 @@ def generate(bin_dir: Path, warehouse: Path, args: list[str], timeout_s: float) 
     return GenerateResult(
         seconds=seconds,
         slices=slices,
+        commits=commits,
         rows_by_table=rows,
         generator_rows=gen_rows,
         generator_seconds=gen_secs,

@@ -59,9 +59,9 @@ def markdown(report: dict) -> str:
         lines += [
             "## Dataset generation (`adlake-ingest demo`)",
             "",
-            "| rows written (all tables) | slices (Delta commits) | seconds | rows/s end to end | generator rows/s | peak RSS |",
+            "| rows written (all tables) | slices (commits) | seconds | rows/s end to end | generator rows/s | peak RSS |",
             "|---:|---:|---:|---:|---:|---:|",
-            f"| {sum(gen['rows_by_table'].values()):,} | {gen['slices']} | {gen['seconds']:.1f} | "
+            f"| {sum(gen['rows_by_table'].values()):,} | {gen['slices']} ({gen.get('commits', gen['slices'])}) | {gen['seconds']:.1f} | "
             f"{gen['rows_per_sec']:,} | {gen['generator_rows_per_sec'] or 0:,} | {mib(gen['peak_rss_bytes'])} |",
             "",
         ]

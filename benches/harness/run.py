@@ -245,6 +245,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--flight-direct", action="store_true",
                    help="also time the workload with the plain pyarrow.flight client (GetFlightInfo + DoGet, "
                         "no ADBC driver), per mode")  # fmt: skip
+    p.add_argument("--rust-client", action="store_true",
+                   help="also time Flight SQL from adlake-load, the Rust client (series adlake-rust/...)")  # fmt: skip
     p.add_argument("--maintain", action="store_true",
                    help="run `adlake-ingest maintain` over the dataset once before measuring (kept for later runs)")
     p.add_argument("--ingest-compare", action="store_true", help="also time write_deltalake on the same data")
@@ -324,11 +326,30 @@ def main(argv: list[str]) -> int:
                 ),
                 "cached": engines.AdlakeFlightDirect(server.flight_uri, tokens),
             }
+        rust_by_mode = {}
+        if args.rust_client:
+            load = processes.binary(args.bin_dir, "adlake-load")
+            rust_by_mode = {
+                "uncached": engines.AdlakeRustLoad(
+                    load, server.flight_uri, tokens, dict([args.bypass_header.split("=", 1)])
+                ),
+                "cached": engines.AdlakeRustLoad(load, server.flight_uri, tokens),
+            }
         log(f"checking {len(queries)} dashboard answers of client {client} against DuckDB")
         rep["checks"] = check_answers(adlake_by_mode["uncached"], duck, queries)
         if flight_by_mode:
             direct = check_answers(flight_by_mode["uncached"], duck, queries)
             rep["checks"].update({f"{q} (pyarrow.flight)": problems for q, problems in direct.items()})
+        if rust_by_mode:
+            # adlake-load reports the rows of its answers: the same as DuckDB's.
+            d = duck.connect()
+            try:
+                for q in queries:
+                    want = d.run(q).num_rows
+                    got = rust_by_mode["uncached"].run_load(q, 1, 1, 0)["rows"]
+                    rep["checks"][f"{q.name} (adlake-load rows)"] = [] if got == want else [f"{got} rows, DuckDB {want}"]
+            finally:
+                d.close()
         failed = any(rep["checks"].values())
         grpc_by_mode = {}
         if args.grpc:
@@ -354,6 +375,8 @@ def main(argv: list[str]) -> int:
                     timed(f"adlake/{mode}/c{c}", adlake_by_mode[mode], args.runs, c)
                     if mode in flight_by_mode:
                         timed(f"adlake-flight/{mode}/c{c}", flight_by_mode[mode], args.runs, c)
+                    if mode in rust_by_mode:
+                        timed(f"adlake-rust/{mode}/c{c}", rust_by_mode[mode], args.runs, c)
                     if mode in grpc_by_mode:
                         timed(f"adlake-grpc/{mode}/c{c}", grpc_by_mode[mode], args.runs, c)
                 if not args.no_duckdb_timing:

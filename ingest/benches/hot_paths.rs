@@ -83,6 +83,7 @@ fn metrics(c: &mut Criterion) {
         rows: 5_000,
         seed: 7,
         end_date: end,
+        commit_per_source: false,
     };
     let summary = rt
         .block_on(run_demo(&opts, Progress::Hidden))

@@ -1,10 +1,10 @@
 //! The demo: a whole synthetic agency written to a warehouse, slice by
-//! slice, exactly as the real connectors will write it.
+//! slice, through the same writer as the real connectors.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adlake_engine::schema::{AD_PERFORMANCE, FX_RATES, ORDERS, TableDef, WEB_SESSIONS, all_tables};
@@ -15,9 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::synthetic::{Lineage, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
+use crate::synthetic::{Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 use crate::warehouse::Warehouse;
-use crate::writer::{Trigger, WriteSliceBuilder};
+use crate::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
 
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);
@@ -37,6 +37,11 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Last report date.
     pub end_date: NaiveDate,
+    /// Write each ad platform of a client in its own commit, as the daily
+    /// runs do: one file per platform and partition, the small files
+    /// compaction merges. By default a client's platforms are written
+    /// together (one commit and one file per partition; one run each).
+    pub commit_per_source: bool,
 }
 
 impl Default for DemoOptions {
@@ -48,11 +53,25 @@ impl Default for DemoOptions {
             rows: 200_000,
             seed: 42,
             end_date: yesterday_utc(),
+            commit_per_source: false,
         }
     }
 }
 
 impl DemoOptions {
+    /// Options writing the data `config` describes to `warehouse`.
+    pub fn new(warehouse: impl Into<String>, config: &SyntheticConfig) -> Self {
+        Self {
+            warehouse: warehouse.into(),
+            clients: config.clients,
+            days: config.days,
+            rows: config.rows,
+            seed: config.seed,
+            end_date: config.end_date,
+            commit_per_source: false,
+        }
+    }
+
     /// The generator configuration these options describe.
     pub fn synthetic_config(&self) -> SyntheticConfig {
         SyntheticConfig {
@@ -94,8 +113,11 @@ pub struct DemoSummary {
     pub rows: BTreeMap<&'static str, u64>,
     /// Delta version of every table at the end.
     pub versions: BTreeMap<&'static str, u64>,
-    /// Slice writes made (each one Delta commit and one run row).
+    /// Slices written (each one run and one `ingest_runs` row).
     pub slices: usize,
+    /// Writes made: each one commit to its table and one to `ingest_runs`
+    /// (a client's ad platforms are written together).
+    pub writes: usize,
     /// Rows produced by the generator.
     pub generated_rows: u64,
     /// Time spent inside the generator.
@@ -143,11 +165,13 @@ impl<I: Iterator<Item = RecordBatch>> Iterator for Timed<I> {
     }
 }
 
-/// One planned slice write.
+/// One planned write: a client's ad platforms together (one slice and
+/// run each, one commit), or one slice of another table.
+#[derive(Debug, Clone)]
 struct Job {
     table: &'static TableDef,
     client: Option<usize>,
-    platform: Option<crate::synthetic::Platform>,
+    platforms: Vec<Platform>,
     run_source: &'static str,
 }
 
@@ -157,6 +181,7 @@ struct Reporter {
     log: bool,
     last_log: Instant,
     total: usize,
+    finished: usize,
 }
 
 impl Reporter {
@@ -176,10 +201,14 @@ impl Reporter {
             bar,
             last_log: Instant::now(),
             total,
+            finished: 0,
         }
     }
 
-    fn done(&mut self, finished: usize, what: &str, rows: u64) {
+    /// `slices` more slices written, the last of them `what`.
+    fn done(&mut self, slices: usize, what: &str, rows: u64) {
+        self.finished += slices;
+        let finished = self.finished;
         if let Some(bar) = &self.bar {
             bar.set_position(finished as u64);
             bar.set_message(format!("{what}: {rows} rows"));
@@ -199,11 +228,92 @@ impl Reporter {
     }
 }
 
+/// Rows produced by the generator and time spent producing them, over
+/// all writes.
+#[derive(Debug, Clone, Default)]
+struct GeneratorCounters {
+    nanos: Arc<AtomicU64>,
+    rows: Arc<AtomicU64>,
+}
+
+impl GeneratorCounters {
+    fn timed(&self, inner: Box<dyn Iterator<Item = RecordBatch> + Send>) -> Timed<BoxedBatches> {
+        Timed {
+            inner,
+            nanos: Arc::clone(&self.nanos),
+            rows: Arc::clone(&self.rows),
+        }
+    }
+}
+
+type BoxedBatches = Box<dyn Iterator<Item = RecordBatch> + Send>;
+
+/// Generates and writes one job; returns what it wrote, for progress.
+async fn write_job(
+    warehouse: &Warehouse,
+    synthetic: &Synthetic,
+    job: &Job,
+    (from, to): (NaiveDate, NaiveDate),
+    counters: &GeneratorCounters,
+) -> Result<(String, Vec<SliceWrite>)> {
+    let mut write = WriteSliceBuilder::new(warehouse, job.table)
+        .with_date_range(from, to)
+        .with_trigger(Trigger::Demo);
+    let what = match job.client {
+        Some(c) => {
+            let id = &synthetic.clients()[c].id;
+            write = write.with_client(id.clone());
+            format!("{} {id} {}", job.table.name, job.run_source)
+        }
+        None => job.table.name.to_owned(),
+    };
+    let written = match (job.client, job.platforms.is_empty()) {
+        (Some(c), false) => {
+            let parts = job
+                .platforms
+                .iter()
+                .map(|&platform| {
+                    let run_id = uuid::Uuid::now_v7().to_string();
+                    let lineage = Lineage::new(SYNTHETIC_SOURCE, run_id.clone());
+                    SourceBatches {
+                        source: platform.as_str().to_owned(),
+                        run_id,
+                        batches: counters.timed(Box::new(
+                            synthetic.ad_performance_for(c, platform, &lineage),
+                        )),
+                    }
+                })
+                .collect();
+            write.execute_sources(parts).await?
+        }
+        (client, _) => {
+            let run_id = uuid::Uuid::now_v7().to_string();
+            let lineage = Lineage::new(SYNTHETIC_SOURCE, run_id.clone());
+            let batches: BoxedBatches = match client {
+                Some(c) if job.table.name == WEB_SESSIONS.name => {
+                    Box::new(synthetic.web_sessions(c, &lineage))
+                }
+                Some(c) => Box::new(synthetic.orders(c, &lineage)),
+                None => Box::new(synthetic.fx_rates()),
+            };
+            let written = write
+                .with_run_source(job.run_source)
+                .with_run(run_id)
+                .execute(counters.timed(batches))
+                .await?;
+            vec![written]
+        }
+    };
+    Ok((what, written))
+}
+
 /// Generates a synthetic agency and writes it to the warehouse: every
 /// client's ad platforms, GA4 sessions and Shopify orders, and FX rates,
-/// each an idempotent slice write recorded in `ingest_runs` with trigger
-/// `demo`; then checkpoints every table. Running it twice with the same
-/// options leaves the same data (new lineage and run rows).
+/// each an idempotent slice (one run) recorded in `ingest_runs` with
+/// trigger `demo`; then checkpoints every table. A client's ad platforms
+/// are one commit unless [`DemoOptions::commit_per_source`]; the tables
+/// are written side by side. Running it twice with the same options leaves
+/// the same data (new lineage and run rows).
 pub async fn run_demo(opts: &DemoOptions, progress: Progress) -> Result<DemoSummary> {
     let started = Instant::now();
     let config = opts.synthetic_config();
@@ -215,80 +325,92 @@ pub async fn run_demo(opts: &DemoOptions, progress: Progress) -> Result<DemoSumm
     let synthetic = Synthetic::new(config);
     let mut jobs = Vec::new();
     for (idx, client) in synthetic.clients().iter().enumerate() {
-        for &platform in &client.platforms {
+        if opts.commit_per_source {
+            for &platform in &client.platforms {
+                jobs.push(Job {
+                    table: &AD_PERFORMANCE,
+                    client: Some(idx),
+                    platforms: vec![platform],
+                    run_source: platform.as_str(),
+                });
+            }
+        } else if !client.platforms.is_empty() {
             jobs.push(Job {
                 table: &AD_PERFORMANCE,
                 client: Some(idx),
-                platform: Some(platform),
-                run_source: platform.as_str(),
+                platforms: client.platforms.clone(),
+                run_source: "ads",
             });
         }
         jobs.push(Job {
             table: &WEB_SESSIONS,
             client: Some(idx),
-            platform: None,
+            platforms: Vec::new(),
             run_source: "ga4",
         });
         jobs.push(Job {
             table: &ORDERS,
             client: Some(idx),
-            platform: None,
+            platforms: Vec::new(),
             run_source: "shopify",
         });
     }
     jobs.push(Job {
         table: &FX_RATES,
         client: None,
-        platform: None,
+        platforms: Vec::new(),
         run_source: "fx",
     });
+    let slices: usize = jobs.iter().map(|j| j.platforms.len().max(1)).sum();
     info!(
         warehouse = %warehouse.url(),
         clients = synthetic.clients().len(),
-        slices = jobs.len(),
+        slices,
+        writes = jobs.len(),
         "writing the demo warehouse"
     );
 
-    let mut reporter = Reporter::new(progress, jobs.len());
-    let nanos = Arc::new(AtomicU64::new(0));
-    let generated = Arc::new(AtomicU64::new(0));
-    let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (n, job) in jobs.iter().enumerate() {
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let lineage = Lineage::new(SYNTHETIC_SOURCE, run_id.clone());
-        let batches: Box<dyn Iterator<Item = RecordBatch> + Send> = match (job.client, job.platform)
-        {
-            (Some(c), Some(p)) => Box::new(synthetic.ad_performance_for(c, p, &lineage)),
-            (Some(c), None) if job.table.name == WEB_SESSIONS.name => {
-                Box::new(synthetic.web_sessions(c, &lineage))
-            }
-            (Some(c), None) => Box::new(synthetic.orders(c, &lineage)),
-            (None, _) => Box::new(synthetic.fx_rates()),
-        };
-        let batches = Timed {
-            inner: batches,
-            nanos: Arc::clone(&nanos),
-            rows: Arc::clone(&generated),
-        };
-        let mut write = WriteSliceBuilder::new(&warehouse, job.table)
-            .with_source(job.platform.map(|p| p.as_str()))
-            .with_run_source(job.run_source)
-            .with_date_range(from, to)
-            .with_run(run_id)
-            .with_trigger(Trigger::Demo);
-        let what = match job.client {
-            Some(c) => {
-                let id = &synthetic.clients()[c].id;
-                write = write.with_client(id.clone());
-                format!("{} {id} {}", job.table.name, job.run_source)
-            }
-            None => job.table.name.to_owned(),
-        };
-        let written = write.execute(batches).await?;
-        *rows.entry(job.table.name).or_default() += written.rows_written;
-        reporter.done(n + 1, &what, written.rows_written);
+    let reporter = Arc::new(Mutex::new(Reporter::new(progress, slices)));
+    let counters = GeneratorCounters::default();
+    // The tables are written side by side, each client after client: the
+    // cores stay busy while one write closes its files and commits. Tables
+    // are independent, so their writes never conflict; their run records
+    // are appends to `ingest_runs`, which delta-rs lets pass each other.
+    let mut queues: BTreeMap<&'static str, Vec<Job>> = BTreeMap::new();
+    for job in &jobs {
+        queues.entry(job.table.name).or_default().push(job.clone());
     }
-    reporter.finish();
+    let mut writers = tokio::task::JoinSet::new();
+    for queue in queues.into_values() {
+        let (warehouse, synthetic) = (warehouse.clone(), synthetic.clone());
+        let (reporter, counters) = (Arc::clone(&reporter), counters.clone());
+        writers.spawn(async move {
+            let mut rows = 0;
+            for job in &queue {
+                let (what, written) =
+                    write_job(&warehouse, &synthetic, job, (from, to), &counters).await?;
+                let job_rows: u64 = written.iter().map(|w| w.rows_written).sum();
+                rows += job_rows;
+                reporter.lock().unwrap_or_else(|p| p.into_inner()).done(
+                    written.len(),
+                    &what,
+                    job_rows,
+                );
+            }
+            Ok::<_, Error>((queue[0].table.name, rows))
+        });
+    }
+    let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
+    while let Some(joined) = writers.join_next().await {
+        // On an error the other tables' writes stop where they are (the
+        // set aborts them when dropped): each commits whole or not at all.
+        let (table, n) = joined.map_err(|e| Error::Input {
+            table: "demo",
+            message: format!("a table writer stopped: {e}"),
+        })??;
+        rows.insert(table, n);
+    }
+    reporter.lock().unwrap_or_else(|p| p.into_inner()).finish();
 
     // Readers replay the log from the last checkpoint; without one they
     // would replay every commit the demo made.
@@ -306,9 +428,10 @@ pub async fn run_demo(opts: &DemoOptions, progress: Progress) -> Result<DemoSumm
         clients: synthetic.clients().iter().map(|c| c.id.clone()).collect(),
         rows,
         versions,
-        slices: jobs.len(),
-        generated_rows: generated.load(Ordering::Relaxed),
-        generator_time: Duration::from_nanos(nanos.load(Ordering::Relaxed)),
+        slices,
+        writes: jobs.len(),
+        generated_rows: counters.rows.load(Ordering::Relaxed),
+        generator_time: Duration::from_nanos(counters.nanos.load(Ordering::Relaxed)),
         elapsed: started.elapsed(),
     })
 }
@@ -327,6 +450,7 @@ mod tests {
             rows: 3_000,
             seed: 7,
             end_date: NaiveDate::from_ymd_opt(2025, 3, 31).unwrap(),
+            commit_per_source: false,
         };
         let first = run_demo(&opts, Progress::Hidden).await.unwrap();
         assert_eq!(first.clients.len(), 2);
@@ -335,12 +459,37 @@ mod tests {
         assert!(first.rows["orders"] > 0);
         assert!(first.rows["fx_rates"] > 0);
         assert!(first.generator_rows_per_sec() > 0.0);
-        // Every slice plus the table creation produced a version.
-        assert_eq!(first.versions["ingest_runs"], first.slices as u64);
+        // Every write plus the table creation produced a version: one
+        // write per client for its ad platforms, one per client for GA4
+        // and for Shopify, one for FX rates.
+        let platforms: usize = Synthetic::new(opts.synthetic_config())
+            .clients()
+            .iter()
+            .map(|c| c.platforms.len())
+            .sum();
+        assert!(platforms > 2, "the clients have several platforms");
+        assert_eq!(first.writes, 2 * 3 + 1);
+        assert_eq!(first.slices, platforms + 2 * 2 + 1);
+        assert_eq!(first.versions["ingest_runs"], first.writes as u64);
+        assert_eq!(first.versions["ad_performance"], 2);
 
         let second = run_demo(&opts, Progress::Hidden).await.unwrap();
         assert_eq!(second.rows, first.rows);
         assert_eq!(second.clients, first.clients);
+
+        // One commit per platform, as the daily runs write: same rows.
+        let split = DemoOptions {
+            commit_per_source: true,
+            ..opts
+        };
+        let third = run_demo(&split, Progress::Hidden).await.unwrap();
+        assert_eq!(third.rows, first.rows);
+        assert_eq!(third.slices, first.slices);
+        assert_eq!(third.writes, platforms + 2 * 2 + 1);
+        assert_eq!(
+            third.versions["ad_performance"],
+            second.versions["ad_performance"] + platforms as u64
+        );
     }
 
     #[tokio::test]

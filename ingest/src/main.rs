@@ -84,6 +84,11 @@ struct DemoArgs {
     /// Last report date, YYYY-MM-DD (default: yesterday, UTC).
     #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
     end_date: Option<NaiveDate>,
+    /// Write each ad platform of a client in its own commit, as the daily
+    /// runs do (one file per platform and partition, what `maintain`
+    /// compacts), instead of a client's platforms in one commit.
+    #[arg(long)]
+    commit_per_source: bool,
 }
 
 fn parse_positive(s: &str, what: &str) -> Result<u64, String> {
@@ -226,6 +231,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
         end_date: args
             .end_date
             .unwrap_or_else(adlake_ingest::demo::yesterday_utc),
+        commit_per_source: args.commit_per_source,
     };
     match run_demo(&opts, Progress::Auto).await {
         Ok(summary) => {
@@ -240,8 +246,9 @@ async fn demo(args: DemoArgs) -> ExitCode {
                 println!("{table:<15} {rows:>12} rows written   version {version}");
             }
             println!(
-                "slices:    {} in {:.1}s ({:.0} rows/s end to end)",
+                "slices:    {} in {} commits, {:.1}s ({:.0} rows/s end to end)",
                 summary.slices,
+                summary.writes,
                 summary.elapsed.as_secs_f64(),
                 summary.rows_per_sec()
             );

@@ -8,6 +8,11 @@
 //! part-way commits nothing, and writers of other slices are untouched.
 //! Every write, successful or not, then appends one row to `ingest_runs`.
 //!
+//! Several sources of one client and date range can be written in one
+//! transaction ([`WriteSliceBuilder::execute_sources`]): each is still its
+//! own run with its own row in `ingest_runs`, and the table gets one file
+//! per partition instead of one per source and partition.
+//!
 //! The tables partitioned by client and date find the files a slice
 //! replaces from their partition values and statistics (see `replace`),
 //! so a write costs the same whether the table holds a week or years;
@@ -227,23 +232,41 @@ fn to_i64(n: u64) -> i64 {
 }
 
 /// Appends one row to `ingest_runs` and returns the version it produced.
-/// A table written before the call columns existed gets them first.
 pub async fn append_run(warehouse: &Warehouse, record: &RunRecord) -> Result<u64> {
-    let batch = record.to_batch()?;
+    append_runs(warehouse, std::slice::from_ref(record)).await
+}
+
+/// Appends rows to `ingest_runs` in one commit (the runs of one write)
+/// and returns the version it produced. A table written before the call
+/// columns existed gets them first.
+pub async fn append_runs(warehouse: &Warehouse, records: &[RunRecord]) -> Result<u64> {
+    let batches = records
+        .iter()
+        .map(RunRecord::to_batch)
+        .collect::<Result<Vec<_>>>()?;
+    let run_ids: Vec<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
     let table = warehouse
         .add_missing_columns(&INGEST_RUNS, &CALL_COLUMNS)
         .await?;
     let table = table
-        .write([batch])
+        .write(batches)
         .with_save_mode(SaveMode::Append)
         .with_commit_properties(
             CommitProperties::default()
-                .with_metadata([(RUN_ID_METADATA_KEY.to_owned(), json!(record.run_id))]),
+                .with_metadata([(RUN_ID_METADATA_KEY.to_owned(), one_or_many(&run_ids))]),
         )
         .await
         .map_err(|e| Error::delta(INGEST_RUNS.name, e))?;
     warehouse.remember(&INGEST_RUNS, &table);
     Ok(table.version().unwrap_or_default())
+}
+
+/// A commit-metadata value: the one value as is, several as an array.
+fn one_or_many<T: serde::Serialize>(values: &[T]) -> serde_json::Value {
+    match values {
+        [one] => json!(one),
+        many => json!(many),
+    }
 }
 
 /// What a successful slice write did.
@@ -400,77 +423,199 @@ impl WriteSliceBuilder {
         S: Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
     {
         let slice = self.slice()?;
+        let run = self.single_run(&slice);
+        let input = input.map(|item| (0, item));
+        let mut written = self.run(slice, vec![run], input).await?;
+        Ok(written.remove(0))
+    }
+
+    /// The one run of a write of `slice`, from the builder's settings.
+    fn single_run(&self, slice: &Slice) -> SourceRun {
+        SourceRun {
+            slice: slice.clone(),
+            run_id: self
+                .run_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            run_source: self
+                .run_source
+                .clone()
+                .or_else(|| slice.sources.first().cloned())
+                .unwrap_or_else(|| self.table.name.to_owned()),
+            rows_quarantined: self.rows_quarantined,
+            source_request_ids: self.source_request_ids.clone(),
+            calls: self.calls,
+        }
+    }
+
+    /// Writes the slices of several sources of the builder's client and
+    /// date range in one commit, e.g. every platform of a client's
+    /// backfill: one file per partition instead of one per source and
+    /// partition, and one commit instead of one per source. Each source is
+    /// its own run, with its own run id (in its rows, given with its
+    /// batches) and its own `ingest_runs` row; the rows of all of them are
+    /// appended in one commit too. Each part's batches may only hold rows
+    /// of its own source. Any failure commits nothing and records every run
+    /// as failed.
+    ///
+    /// The builder's own source, run id, run source, quarantine count,
+    /// request ids and call counts are per run, so they must not be set.
+    pub async fn execute_sources<I>(self, parts: Vec<SourceBatches<I>>) -> Result<Vec<SliceWrite>>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send + 'static,
+    {
+        let def = self.table;
+        let invalid = |reason: String| Error::InvalidSlice {
+            table: def.name,
+            reason,
+        };
+        if self.source.is_some()
+            || self.run_id.is_some()
+            || self.run_source.is_some()
+            || self.rows_quarantined > 0
+            || !self.source_request_ids.is_empty()
+            || self.calls.is_some()
+        {
+            return Err(invalid(
+                "a write of several sources takes its source and run details per source".to_owned(),
+            ));
+        }
+        if def.source_column.is_none() {
+            return Err(invalid("the table has no source column".to_owned()));
+        }
+        if parts.is_empty() {
+            return Err(invalid("no source given".to_owned()));
+        }
+        let mut sources: Vec<String> = Vec::with_capacity(parts.len());
+        for part in &parts {
+            if part.source.is_empty() {
+                return Err(invalid("a source value is empty".to_owned()));
+            }
+            if sources.contains(&part.source) {
+                return Err(invalid(format!("source '{}' is given twice", part.source)));
+            }
+            sources.push(part.source.clone());
+        }
+        // The slice's checks with one of the sources, then all of them.
+        let mut slice = Self {
+            source: Some(sources[0].clone()),
+            ..self.clone()
+        }
+        .slice()?;
+        let runs = parts
+            .iter()
+            .map(|part| SourceRun {
+                slice: slice.only(&part.source),
+                run_id: part.run_id.clone(),
+                run_source: part.source.clone(),
+                rows_quarantined: 0,
+                source_request_ids: Vec::new(),
+                calls: None,
+            })
+            .collect();
+        slice.sources = sources;
+        let iters: Vec<I::IntoIter> = parts.into_iter().map(|p| p.batches.into_iter()).collect();
+        let batches = iters
+            .into_iter()
+            .enumerate()
+            .flat_map(|(n, batches)| batches.map(move |batch| (n, batch)));
+        let input = iterator_stream(batches).map(|item| match item {
+            Ok((n, batch)) => (n, Ok(batch)),
+            Err(err) => (0, Err(err)),
+        });
+        self.run(slice, runs, input).await
+    }
+
+    /// Writes `slice` from `input` (batches tagged with the index of the
+    /// run in `runs` they belong to) and records every run.
+    async fn run<S>(self, slice: Slice, runs: Vec<SourceRun>, input: S) -> Result<Vec<SliceWrite>>
+    where
+        S: Stream<Item = (usize, Result<RecordBatch, DataFusionError>)> + Send + 'static,
+    {
         let started_at = Utc::now();
-        let run_id = self
-            .run_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let rows_read = Arc::new(AtomicU64::new(0));
+        let rows_read: Vec<Arc<AtomicU64>> =
+            runs.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
 
         // Every log line of the write (ours and delta-rs') carries the run id.
         let written = tracing::Instrument::instrument(
-            self.write_data(&slice, &run_id, input, Arc::clone(&rows_read)),
-            tracing::info_span!("run", run_id = %run_id),
+            self.write_data(&slice, &runs, input, rows_read.clone()),
+            tracing::info_span!("run", run_id = %run_ids.join(",")),
         )
         .await;
         let finished_at = Utc::now();
-        let rows_read = rows_read.load(Ordering::Relaxed);
 
         let (from, to) = slice.dates;
-        let mut record = RunRecord {
-            run_id: run_id.clone(),
-            client_id: slice
-                .client
-                .clone()
-                .unwrap_or_else(|| GLOBAL_CLIENT.to_owned()),
-            source: self
-                .run_source
-                .clone()
-                .or_else(|| slice.source.clone())
-                .unwrap_or_else(|| self.table.name.to_owned()),
-            trigger: self.trigger,
-            date_from: from,
-            date_to: to,
-            started_at,
-            finished_at,
-            status: RunStatus::Succeeded,
-            rows_read,
-            rows_written: 0,
-            rows_quarantined: self.rows_quarantined,
-            target_table: self.table.name.to_owned(),
-            table_version: None,
-            source_request_ids: self.source_request_ids.clone(),
-            error: None,
-            calls: self.calls,
-        };
+        let mut records: Vec<RunRecord> = runs
+            .iter()
+            .zip(&rows_read)
+            .map(|(run, rows)| RunRecord {
+                run_id: run.run_id.clone(),
+                client_id: slice
+                    .client
+                    .clone()
+                    .unwrap_or_else(|| GLOBAL_CLIENT.to_owned()),
+                source: run.run_source.clone(),
+                trigger: self.trigger,
+                date_from: from,
+                date_to: to,
+                started_at,
+                finished_at,
+                status: RunStatus::Succeeded,
+                rows_read: rows.load(Ordering::Relaxed),
+                rows_written: 0,
+                rows_quarantined: run.rows_quarantined,
+                target_table: self.table.name.to_owned(),
+                table_version: None,
+                source_request_ids: run.source_request_ids.clone(),
+                error: None,
+                calls: run.calls,
+            })
+            .collect();
         match written {
             Ok(version) => {
-                record.rows_written = rows_read;
-                record.table_version = Some(version);
-                let runs_version = append_run(&self.warehouse, &record).await?;
-                info!(
-                    table = self.table.name,
-                    slice = %slice,
-                    run_id = %run_id,
-                    version,
-                    rows = rows_read,
-                    "slice written"
-                );
-                Ok(SliceWrite {
-                    run_id,
-                    table: self.table.name,
-                    version,
-                    rows_written: rows_read,
-                    runs_version,
-                    started_at,
-                    finished_at,
-                })
+                for record in &mut records {
+                    record.rows_written = record.rows_read;
+                    record.table_version = Some(version);
+                }
+                let runs_version = append_runs(&self.warehouse, &records).await?;
+                let written = records
+                    .into_iter()
+                    .zip(&runs)
+                    .map(|(record, run)| {
+                        info!(
+                            table = self.table.name,
+                            slice = %run.slice,
+                            run_id = %record.run_id,
+                            version,
+                            rows = record.rows_written,
+                            "slice written"
+                        );
+                        SliceWrite {
+                            run_id: record.run_id,
+                            table: self.table.name,
+                            version,
+                            rows_written: record.rows_written,
+                            runs_version,
+                            started_at,
+                            finished_at,
+                        }
+                    })
+                    .collect();
+                Ok(written)
             }
             Err(err) => {
-                record.status = RunStatus::Failed;
-                record.error = Some(err.to_string());
-                if let Err(record_err) = append_run(&self.warehouse, &record).await {
-                    error!(run_id = %run_id, error = %record_err, "could not record the failed run");
+                for record in &mut records {
+                    record.status = RunStatus::Failed;
+                    record.error = Some(err.to_string());
+                }
+                if let Err(record_err) = append_runs(&self.warehouse, &records).await {
+                    error!(
+                        run_id = %run_ids.join(","),
+                        error = %record_err,
+                        "could not record the failed run"
+                    );
                 }
                 Err(err)
             }
@@ -482,12 +627,9 @@ impl WriteSliceBuilder {
     /// main write, like `quarantine`); returns the version it produced.
     pub(crate) async fn replace_only(self, batches: Vec<RecordBatch>) -> Result<u64> {
         let slice = self.slice()?;
-        let run_id = self
-            .run_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let input = futures::stream::iter(batches.into_iter().map(Ok));
-        self.write_data(&slice, &run_id, input, Arc::new(AtomicU64::new(0)))
+        let run = self.single_run(&slice);
+        let input = futures::stream::iter(batches.into_iter().map(|b| (0, Ok(b))));
+        self.write_data(&slice, &[run], input, vec![Arc::new(AtomicU64::new(0))])
             .await
     }
 
@@ -531,46 +673,59 @@ impl WriteSliceBuilder {
         Ok(Slice {
             table,
             client,
-            source,
+            sources: source.into_iter().collect(),
             dates: (from, to),
         })
     }
 
-    /// Runs the Delta transaction; returns the version it produced.
+    /// Runs the Delta transaction; returns the version it produced. Each
+    /// batch of `input` is checked against the slice of the run it is
+    /// tagged with and counted in that run's `rows_read`.
     async fn write_data<S>(
         &self,
         slice: &Slice,
-        run_id: &str,
+        runs: &[SourceRun],
         input: S,
-        rows_read: Arc<AtomicU64>,
+        rows_read: Vec<Arc<AtomicU64>>,
     ) -> Result<u64>
     where
-        S: Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static,
+        S: Stream<Item = (usize, Result<RecordBatch, DataFusionError>)> + Send + 'static,
     {
         let def = self.table;
         let table = self.warehouse.open_or_create(def).await?;
         let (from, to) = slice.dates;
+        let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
         let metadata = vec![
-            (RUN_ID_METADATA_KEY.to_owned(), json!(run_id)),
+            (RUN_ID_METADATA_KEY.to_owned(), one_or_many(&run_ids)),
             ("adlake.trigger".to_owned(), json!(self.trigger.as_str())),
             ("adlake.client_id".to_owned(), json!(slice.client)),
-            ("adlake.source".to_owned(), json!(slice.source)),
+            (
+                "adlake.source".to_owned(),
+                if slice.sources.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    one_or_many(&slice.sources)
+                },
+            ),
             ("adlake.date_from".to_owned(), json!(from.to_string())),
             ("adlake.date_to".to_owned(), json!(to.to_string())),
         ];
+        let parts: Vec<Slice> = runs.iter().map(|r| r.slice.clone()).collect();
+        let check = move |(n, item): (usize, Result<RecordBatch, DataFusionError>)| {
+            let part = parts.get(n).ok_or_else(|| Error::Input {
+                table: def.name,
+                message: format!("batch of unknown run {n}"),
+            })?;
+            let batch = item.map_err(|e| Error::Input {
+                table: def.name,
+                message: e.to_string(),
+            })?;
+            rows_read[n].fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            part.check(batch)
+        };
 
         if replace::applies(&table, def) {
-            let checked = {
-                let slice = slice.clone();
-                input.map(move |item| {
-                    let batch = item.map_err(|e| Error::Input {
-                        table: slice.table.name,
-                        message: e.to_string(),
-                    })?;
-                    rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    slice.check(batch)
-                })
-            };
+            let checked = input.map(check);
             let table = replace::replace(&table, slice, checked, metadata).await?;
             self.warehouse.remember(def, &table);
             return Ok(table.version().unwrap_or_default());
@@ -580,19 +735,9 @@ impl WriteSliceBuilder {
         // as strings; the typed error waits here to be returned instead.
         let first_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         let checked = {
-            let slice = slice.clone();
             let first_error = Arc::clone(&first_error);
             input.map(move |item| {
-                let result = item
-                    .map_err(|e| Error::Input {
-                        table: slice.table.name,
-                        message: e.to_string(),
-                    })
-                    .and_then(|batch| {
-                        rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                        slice.check(batch)
-                    });
-                result.map_err(|err| {
+                check(item).map_err(|err| {
                     let message = err.to_string();
                     let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
                     slot.get_or_insert(err);
@@ -625,12 +770,38 @@ impl WriteSliceBuilder {
     }
 }
 
+/// One source's batches in a write of several sources
+/// ([`WriteSliceBuilder::execute_sources`]).
+#[derive(Debug, Clone)]
+pub struct SourceBatches<I> {
+    /// The value of the table's source column, e.g. `google_ads`.
+    pub source: String,
+    /// The run id, as in the rows' `_run_id`.
+    pub run_id: String,
+    /// The source's rows.
+    pub batches: I,
+}
+
+/// One run of a write: its part of the slice and its run record's fields.
+#[derive(Debug, Clone)]
+struct SourceRun {
+    slice: Slice,
+    run_id: String,
+    run_source: String,
+    rows_quarantined: u64,
+    source_request_ids: Vec<String>,
+    calls: Option<CallCounts>,
+}
+
 /// The rows one write owns.
 #[derive(Debug, Clone)]
 struct Slice {
     table: &'static TableDef,
     client: Option<String>,
-    source: Option<String>,
+    /// The values of the table's source column the slice covers: one for
+    /// a run, several for a write of several sources, none when the table
+    /// has no source column.
+    sources: Vec<String>,
     dates: (NaiveDate, NaiveDate),
 }
 
@@ -639,8 +810,12 @@ impl fmt::Display for Slice {
         if let Some(client) = &self.client {
             write!(f, "client '{client}', ")?;
         }
-        if let (Some(column), Some(source)) = (self.table.source_column, &self.source) {
-            write!(f, "{column} '{source}', ")?;
+        if let Some(column) = self.table.source_column {
+            match self.sources.as_slice() {
+                [] => {}
+                [source] => write!(f, "{column} '{source}', ")?,
+                many => write!(f, "{column} in ('{}'), ", many.join("', '"))?,
+            }
         }
         write!(f, "dates {} to {}", self.dates.0, self.dates.1)
     }
@@ -663,10 +838,25 @@ impl Slice {
         if let Some(client) = &self.client {
             predicate = ident(CLIENT_ID).eq(lit(client.as_str())).and(predicate);
         }
-        if let (Some(column), Some(source)) = (self.table.source_column, &self.source) {
-            predicate = predicate.and(ident(column).eq(lit(source.as_str())));
+        if let Some(column) = self.table.source_column {
+            match self.sources.as_slice() {
+                [] => {}
+                [source] => predicate = predicate.and(ident(column).eq(lit(source.as_str()))),
+                many => {
+                    let list = many.iter().map(|s| lit(s.as_str())).collect();
+                    predicate = predicate.and(ident(column).in_list(list, false));
+                }
+            }
         }
         predicate
+    }
+
+    /// The part of this slice that is `source`'s.
+    fn only(&self, source: &str) -> Self {
+        Self {
+            sources: vec![source.to_owned()],
+            ..self.clone()
+        }
     }
 
     /// Checks a batch's schema and that each of its rows is in the slice;
@@ -701,7 +891,8 @@ impl Slice {
         let sources = self
             .table
             .source_column
-            .and_then(|column| self.source.as_ref().and(string_column(&batch, column)));
+            .filter(|_| !self.sources.is_empty())
+            .and_then(|column| string_column(&batch, column));
         let dates = batch
             .column_by_name(DATE)
             .map(|c| c.as_primitive::<Date32Type>());
@@ -728,10 +919,9 @@ impl Slice {
                 (Some(col), Some(want)) => col.is_valid(row) && col.value(row) == want,
                 _ => true,
             };
-            let source_ok = match (sources, &self.source) {
-                (Some(col), Some(want)) => col.is_valid(row) && col.value(row) == want,
-                _ => true,
-            };
+            let source_ok = sources.is_none_or(|col| {
+                col.is_valid(row) && self.sources.iter().any(|s| s == col.value(row))
+            });
             let date_ok =
                 dates.is_none_or(|col| col.is_valid(row) && (from..=to).contains(&col.value(row)));
             let range_ok = ranges.is_none_or(|(f, t)| {
@@ -838,13 +1028,14 @@ fn input_plan(schema: SchemaRef, stream: SendableRecordBatchStream) -> Result<Lo
 
 /// Runs a batch iterator on a blocking thread and streams its batches; a
 /// panic in the iterator becomes an error rather than a short input.
-fn iterator_stream<I>(
+fn iterator_stream<T, I>(
     batches: I,
-) -> impl Stream<Item = Result<RecordBatch, DataFusionError>> + Send + 'static
+) -> impl Stream<Item = Result<T, DataFusionError>> + Send + 'static
 where
-    I: Iterator<Item = RecordBatch> + Send + 'static,
+    T: Send + 'static,
+    I: Iterator<Item = T> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel::<RecordBatch>(INPUT_BUFFER_BATCHES);
+    let (tx, rx) = tokio::sync::mpsc::channel::<T>(INPUT_BUFFER_BATCHES);
     let producer = tokio::task::spawn_blocking(move || {
         for batch in batches {
             if tx.blocking_send(batch).is_err() {

@@ -41,8 +41,10 @@ def ingest(store: Store, *args: str, check: bool = True) -> subprocess.Completed
 
 @pytest.fixture(scope="module")
 def demo(store: Store) -> list[str]:
+    # One commit per ad platform, as the daily runs write: small files for
+    # `maintain` to compact.
     ingest(store, "demo", "--warehouse", store.url, "--clients", "3", "--days", "5", "--rows", "1500",
-           "--seed", "5", "--end-date", "2025-04-30")  # fmt: skip
+           "--seed", "5", "--end-date", "2025-04-30", "--commit-per-source")  # fmt: skip
     ids = store.delta("ad_performance").to_pyarrow_table(columns=["client_id"])["client_id"]
     clients = sorted(pc.unique(ids).to_pylist())
     assert len(clients) == 3, clients

@@ -22,14 +22,7 @@ fn config() -> SyntheticConfig {
 
 async fn demo_warehouse(dir: &Path) -> (Warehouse, Vec<String>) {
     let c = config();
-    let opts = DemoOptions {
-        warehouse: dir.to_str().unwrap().to_owned(),
-        clients: c.clients,
-        days: c.days,
-        rows: c.rows,
-        seed: c.seed,
-        end_date: c.end_date,
-    };
+    let opts = DemoOptions::new(dir.to_str().unwrap(), &c);
     run_demo(&opts, Progress::Hidden).await.unwrap();
     let clients = Synthetic::new(c)
         .clients()

@@ -31,15 +31,13 @@ fn demo_config() -> crate::synthetic::SyntheticConfig {
     }
 }
 
+/// The demo warehouse with one commit per ad platform, as the daily runs
+/// write it: one file per platform in each partition, the small files
+/// compaction merges.
 async fn demo_warehouse(dir: &Path) -> Warehouse {
-    let config = demo_config();
     let opts = DemoOptions {
-        warehouse: dir.to_str().unwrap().to_owned(),
-        clients: config.clients,
-        days: config.days,
-        rows: config.rows,
-        seed: config.seed,
-        end_date: config.end_date,
+        commit_per_source: true,
+        ..DemoOptions::new(dir.to_str().unwrap(), &demo_config())
     };
     run_demo(&opts, Progress::Hidden).await.unwrap();
     Warehouse::open(dir.to_str().unwrap()).unwrap()
@@ -101,7 +99,7 @@ async fn compaction_leaves_one_file_per_partition_and_the_same_rows() {
     let ad_dir = warehouse.table_dir(&AD_PERFORMANCE).unwrap();
     let files_before = parquet_files(&ad_dir);
     let parts = partitions(&files_before);
-    // The demo writes one file per platform slice and partition, so there
+    // The daily runs write one file per platform and partition, so there
     // is something to compact.
     assert!(
         files_before.len() > parts.len(),

@@ -119,8 +119,8 @@ pub(super) struct Touched {
 }
 
 /// The fate of a file of the slice's partitions, from its statistics on
-/// the source column.
-fn fate_from_stats(stats: Option<&str>, column: &str, source: &str) -> Fate {
+/// the source column, for a slice of `sources`.
+fn fate_from_stats(stats: Option<&str>, column: &str, sources: &[String]) -> Fate {
     let Some(stats) = stats.and_then(|s| serde_json::from_str::<Value>(s).ok()) else {
         return Fate::Rewrite;
     };
@@ -139,10 +139,11 @@ fn fate_from_stats(stats: Option<&str>, column: &str, source: &str) -> Fate {
     };
     let exact = |v: &str| v.chars().count() < STATS_STRING_PREFIX;
     // A truncated minimum is a prefix, never above the true one.
-    if source < min.as_str() || (exact(&max) && source > max.as_str()) {
+    let outside = |source: &str| source < min.as_str() || (exact(&max) && source > max.as_str());
+    if sources.iter().all(|s| outside(s)) {
         return Fate::Keep;
     }
-    if min == source && max == source && exact(source) && nulls == Some(0) {
+    if min == max && exact(&min) && nulls == Some(0) && sources.contains(&min) {
         return Fate::Remove;
     }
     Fate::Rewrite
@@ -153,7 +154,10 @@ pub(super) fn touched_files(table: &DeltaTable, slice: &Slice) -> DeltaResult<Ve
     let snapshot = table.snapshot()?;
     let (from, to) = slice.dates;
     let client = slice.client.as_deref();
-    let source = slice.table.source_column.zip(slice.source.as_deref());
+    let source = slice
+        .table
+        .source_column
+        .filter(|_| !slice.sources.is_empty());
     let mut touched = Vec::new();
     for file in snapshot.log_data().iter() {
         let partition = file.partition_values_map();
@@ -170,7 +174,7 @@ pub(super) fn touched_files(table: &DeltaTable, slice: &Slice) -> DeltaResult<Ve
             continue;
         }
         let fate = match source {
-            Some((column, value)) => fate_from_stats(file.stats().as_deref(), column, value),
+            Some(column) => fate_from_stats(file.stats().as_deref(), column, &slice.sources),
             None => Fate::Remove,
         };
         if fate == Fate::Keep {
@@ -421,7 +425,11 @@ async fn rewrite(
     slice: &Slice,
     file: &Touched,
 ) -> DeltaResult<Option<Vec<deltalake::kernel::Add>>> {
-    let (Some(column), Some(source)) = (slice.table.source_column, slice.source.as_deref()) else {
+    let Some(column) = slice
+        .table
+        .source_column
+        .filter(|_| !slice.sources.is_empty())
+    else {
         return Ok(Some(Vec::new()));
     };
     let schema = &files.schema;
@@ -432,7 +440,11 @@ async fn rewrite(
         let batch = conform(&batch, schema)?;
         let values = batch.column_by_name(column).map(|c| c.as_string::<i32>());
         let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| Some(values.is_none_or(|v| v.is_null(row) || v.value(row) != source)))
+            .map(|row| {
+                Some(values.is_none_or(|v| {
+                    v.is_null(row) || !slice.sources.iter().any(|s| s == v.value(row))
+                }))
+            })
             .collect();
         matched += keep.false_count();
         if keep.true_count() > 0 {
@@ -519,7 +531,8 @@ mod tests {
 
     #[test]
     fn a_file_fate_follows_its_statistics() {
-        let fate = |s: Option<&str>| fate_from_stats(s, "platform", "meta_ads");
+        let meta = ["meta_ads".to_owned()];
+        let fate = |s: Option<&str>| fate_from_stats(s, "platform", &meta);
         // Only the slice's platform: removed whole.
         assert_eq!(fate(Some(&stats("meta_ads", "meta_ads", 0))), Fate::Remove);
         // Another platform only, below or above: kept.
@@ -548,15 +561,26 @@ mod tests {
         let long = "m".repeat(STATS_STRING_PREFIX);
         let longer = "m".repeat(STATS_STRING_PREFIX + 1);
         assert_eq!(
-            fate_from_stats(Some(&stats("a", &long, 0)), "platform", &longer),
+            fate_from_stats(Some(&stats("a", &long, 0)), "platform", &[longer]),
             Fate::Rewrite
         );
+        // A slice of several sources: a file is kept when none of them can
+        // be in it, removed when it holds only one of them.
+        let two = ["google_ads".to_owned(), "tiktok_ads".to_owned()];
+        let fate2 =
+            |min: &str, max: &str| fate_from_stats(Some(&stats(min, max, 0)), "platform", &two);
+        assert_eq!(fate2("google_ads", "google_ads"), Fate::Remove);
+        assert_eq!(fate2("tiktok_ads", "tiktok_ads"), Fate::Remove);
+        assert_eq!(fate2("meta_ads", "meta_ads"), Fate::Keep);
+        assert_eq!(fate2("linkedin_ads", "meta_ads"), Fate::Keep);
+        assert_eq!(fate2("google_ads", "tiktok_ads"), Fate::Rewrite);
+        assert_eq!(fate2("meta_ads", "tiktok_ads"), Fate::Rewrite);
         let long_source = "x".repeat(40);
         assert_eq!(
             fate_from_stats(
                 Some(&stats(&long_source[..32], &long_source[..32], 0)),
                 "platform",
-                &long_source
+                std::slice::from_ref(&long_source)
             ),
             Fate::Rewrite
         );

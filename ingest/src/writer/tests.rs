@@ -868,4 +868,359 @@ async fn tables_with_constraints_are_written_by_delta_rs() {
         .map(|r| (r.2.day(), r.4))
         .collect();
     assert_eq!(spends, [(1, 100), (1, 101), (2, 700), (2, 701)]);
+
+    // A write of several sources goes through delta-rs too, with a
+    // predicate naming all of them.
+    write_sources(
+        &wh,
+        "a",
+        1,
+        1,
+        vec![
+            (
+                "google_ads",
+                "c-g",
+                slice_rows("a", "google_ads", 1..=1, 400),
+            ),
+            ("meta_ads", "c-m", slice_rows("a", "meta_ads", 1..=1, 600)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ad_days(&wh).await,
+        expected_rows(&[
+            ("a", "google_ads", 1..=1, 400),
+            ("a", "google_ads", 2..=2, 700),
+            ("a", "meta_ads", 1..=1, 600),
+        ])
+    );
+}
+
+/// One source's rows in a write of several sources: (platform, run id, rows).
+type SourceRows<'a> = (&'a str, &'a str, Vec<AdRow<'a>>);
+
+async fn write_sources(
+    wh: &Warehouse,
+    client: &str,
+    from: u32,
+    to: u32,
+    parts: Vec<SourceRows<'_>>,
+) -> Result<Vec<SliceWrite>> {
+    let parts = parts
+        .into_iter()
+        .map(|(source, run_id, rows)| SourceBatches {
+            source: source.to_owned(),
+            run_id: run_id.to_owned(),
+            batches: vec![ad_batch(&rows)],
+        })
+        .collect();
+    WriteSliceBuilder::new(wh, &AD_PERFORMANCE)
+        .with_client(client)
+        .with_date_range(day(from), day(to))
+        .execute_sources(parts)
+        .await
+}
+
+/// (client, platform, day, ad, spend) of every row, sorted.
+async fn ad_days(wh: &Warehouse) -> Vec<(String, String, u32, String, i64)> {
+    let mut rows: Vec<_> = ad_rows(wh)
+        .await
+        .into_iter()
+        .map(|r| (r.0, r.1, r.2.day(), r.3, r.4))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The rows `slice_rows` gives for each (client, platform, days, spend).
+fn expected_rows(
+    slices: &[(&str, &str, std::ops::RangeInclusive<u32>, i64)],
+) -> Vec<(String, String, u32, String, i64)> {
+    let mut rows = Vec::new();
+    for (client, platform, days, spend) in slices {
+        for d in days.clone() {
+            for (ad, extra) in [("ad-1", 0), ("ad-2", 1)] {
+                rows.push((
+                    (*client).to_owned(),
+                    (*platform).to_owned(),
+                    d,
+                    ad.to_owned(),
+                    spend + extra,
+                ));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// (run id, source, status, rows written, table version) of runs, by id.
+async fn runs_of(wh: &Warehouse, ids: &[&str]) -> Vec<(String, String, String, i64, Option<i64>)> {
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let batches = query(
+        wh,
+        &INGEST_RUNS,
+        &format!(
+            "SELECT run_id, source, status, rows_written, table_version FROM t \
+             WHERE run_id IN ({list}) ORDER BY run_id"
+        ),
+    )
+    .await;
+    let mut out = Vec::new();
+    for b in &batches {
+        let s = |i: usize| b.column(i).as_string::<i32>().clone();
+        let n = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+        let (id, source, status, rows, version) = (s(0), s(1), s(2), n(3), n(4));
+        for i in 0..b.num_rows() {
+            out.push((
+                id.value(i).to_owned(),
+                source.value(i).to_owned(),
+                status.value(i).to_owned(),
+                rows.value(i),
+                version.is_valid(i).then(|| version.value(i)),
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn several_sources_are_written_in_one_commit_with_a_run_each() {
+    let (_dir, wh) = warehouse();
+    five_days(
+        &wh,
+        [
+            ("a", "google_ads", 100),
+            ("a", "meta_ads", 200),
+            ("b", "google_ads", 300),
+        ],
+    )
+    .await;
+    let before = version(&wh, &AD_PERFORMANCE).await.unwrap();
+    let runs_before = version(&wh, &INGEST_RUNS).await.unwrap();
+
+    // Client a's google_ads (restated) and tiktok_ads (new) on days 2–4.
+    let written = write_sources(
+        &wh,
+        "a",
+        2,
+        4,
+        vec![
+            (
+                "google_ads",
+                "run-g",
+                slice_rows("a", "google_ads", 2..=4, 500),
+            ),
+            (
+                "tiktok_ads",
+                "run-t",
+                slice_rows("a", "tiktok_ads", 2..=4, 700),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let ids: Vec<_> = written.iter().map(|w| w.run_id.as_str()).collect();
+    assert_eq!(ids, ["run-g", "run-t"]);
+    assert!(written.iter().all(|w| w.rows_written == 6));
+    // One commit to the table, one to ingest_runs.
+    assert!(written.iter().all(|w| w.version == before + 1));
+    assert!(written.iter().all(|w| w.runs_version == runs_before + 1));
+    assert_eq!(version(&wh, &INGEST_RUNS).await, Some(runs_before + 1));
+    let v = i64::try_from(before + 1).unwrap();
+    assert_eq!(
+        runs_of(&wh, &["run-g", "run-t"]).await,
+        [
+            (
+                "run-g".into(),
+                "google_ads".into(),
+                "succeeded".into(),
+                6,
+                Some(v)
+            ),
+            (
+                "run-t".into(),
+                "tiktok_ads".into(),
+                "succeeded".into(),
+                6,
+                Some(v)
+            ),
+        ]
+    );
+    let table = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let history: Vec<_> = table.history(Some(1)).try_collect().await.unwrap();
+    assert_eq!(
+        history[0].info.get(RUN_ID_METADATA_KEY),
+        Some(&json!(["run-g", "run-t"]))
+    );
+    assert_eq!(
+        history[0].info.get("adlake.source"),
+        Some(&json!(["google_ads", "tiktok_ads"]))
+    );
+
+    assert_eq!(
+        ad_days(&wh).await,
+        expected_rows(&[
+            ("a", "google_ads", 1..=1, 100),
+            ("a", "google_ads", 2..=4, 500),
+            ("a", "google_ads", 5..=5, 100),
+            ("a", "meta_ads", 1..=5, 200),
+            ("a", "tiktok_ads", 2..=4, 700),
+            ("b", "google_ads", 1..=5, 300),
+        ])
+    );
+    // Days 2–4 of client a: the kept meta_ads file and one new file with
+    // both sources; days 1 and 5: google_ads and meta_ads as before.
+    let counts = files_per_partition(&wh).await;
+    assert_eq!(counts.len(), 10);
+    for (folder, n) in &counts {
+        let want = if folder.starts_with("client_id=a/") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*n, want, "{folder}");
+    }
+
+    // After compaction every file of client a holds several platforms; a
+    // write of google_ads and meta_ads over all days rewrites them and
+    // keeps the tiktok_ads rows.
+    crate::upkeep::MaintainBuilder::new(&wh)
+        .with_tables(vec![&AD_PERFORMANCE])
+        .execute()
+        .await
+        .unwrap();
+    write_sources(
+        &wh,
+        "a",
+        1,
+        5,
+        vec![
+            (
+                "meta_ads",
+                "run-m2",
+                slice_rows("a", "meta_ads", 1..=5, 800),
+            ),
+            (
+                "google_ads",
+                "run-g2",
+                slice_rows("a", "google_ads", 1..=5, 600),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ad_days(&wh).await,
+        expected_rows(&[
+            ("a", "google_ads", 1..=5, 600),
+            ("a", "meta_ads", 1..=5, 800),
+            ("a", "tiktok_ads", 2..=4, 700),
+            ("b", "google_ads", 1..=5, 300),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_write_of_several_sources_checks_each_source_and_fails_whole() {
+    let (_dir, wh) = warehouse();
+    five_days(
+        &wh,
+        [
+            ("a", "google_ads", 100),
+            ("a", "meta_ads", 200),
+            ("b", "google_ads", 300),
+        ],
+    )
+    .await;
+    let before = version(&wh, &AD_PERFORMANCE).await;
+    let unchanged = expected_rows(&[
+        ("a", "google_ads", 1..=5, 100),
+        ("a", "meta_ads", 1..=5, 200),
+        ("b", "google_ads", 1..=5, 300),
+    ]);
+
+    // A meta_ads row among the google_ads part: rejected even though
+    // meta_ads is another part of the same write.
+    let mut google = slice_rows("a", "google_ads", 1..=5, 900);
+    google.push(("a", "meta_ads", 3, "ad-9", 1));
+    let err = write_sources(
+        &wh,
+        "a",
+        1,
+        5,
+        vec![
+            ("google_ads", "bad-g", google),
+            ("meta_ads", "bad-m", slice_rows("a", "meta_ads", 1..=5, 900)),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::RowOutsideSlice { .. }), "{err}");
+    assert!(
+        err.to_string().contains("platform 'meta_ads'") && err.to_string().contains("2025-01-03"),
+        "{err}"
+    );
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, before);
+    assert_eq!(ad_days(&wh).await, unchanged);
+    // Both runs are recorded as failed, with no version.
+    let runs = runs_of(&wh, &["bad-g", "bad-m"]).await;
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter().all(|r| r.2 == "failed" && r.4.is_none()),
+        "{runs:?}"
+    );
+
+    // Bad requests are refused before anything is written.
+    let refused = |err: Error, what: &str| {
+        assert!(matches!(err, Error::InvalidSlice { .. }), "{err}");
+        assert!(err.to_string().contains(what), "{err}");
+    };
+    let twice = write_sources(
+        &wh,
+        "a",
+        1,
+        5,
+        vec![
+            ("google_ads", "r1", slice_rows("a", "google_ads", 1..=5, 1)),
+            ("google_ads", "r2", slice_rows("a", "google_ads", 1..=5, 2)),
+        ],
+    )
+    .await
+    .unwrap_err();
+    refused(twice, "given twice");
+    refused(
+        write_sources(&wh, "a", 1, 5, Vec::new()).await.unwrap_err(),
+        "no source given",
+    );
+    let with_source = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(5))
+        .execute_sources(vec![SourceBatches {
+            source: "meta_ads".to_owned(),
+            run_id: "r3".to_owned(),
+            batches: Vec::<RecordBatch>::new(),
+        }])
+        .await
+        .unwrap_err();
+    refused(with_source, "per source");
+    let no_column = WriteSliceBuilder::new(&wh, &WEB_SESSIONS)
+        .with_client("a")
+        .with_date_range(day(1), day(5))
+        .execute_sources(vec![SourceBatches {
+            source: "ga4".to_owned(),
+            run_id: "r4".to_owned(),
+            batches: Vec::<RecordBatch>::new(),
+        }])
+        .await
+        .unwrap_err();
+    refused(no_column, "no source column");
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, before);
+    assert_eq!(ad_days(&wh).await, unchanged);
 }
