@@ -492,6 +492,12 @@ impl WriteSliceBuilder {
             if part.source.is_empty() {
                 return Err(invalid("a source value is empty".to_owned()));
             }
+            if part.run_id.is_empty() {
+                return Err(invalid(format!(
+                    "the run id of source '{}' is empty",
+                    part.source
+                )));
+            }
             if sources.contains(&part.source) {
                 return Err(invalid(format!("source '{}' is given twice", part.source)));
             }

@@ -1198,6 +1198,16 @@ async fn a_write_of_several_sources_checks_each_source_and_fails_whole() {
         write_sources(&wh, "a", 1, 5, Vec::new()).await.unwrap_err(),
         "no source given",
     );
+    let no_run_id = write_sources(
+        &wh,
+        "a",
+        1,
+        5,
+        vec![("google_ads", "", slice_rows("a", "google_ads", 1..=5, 3))],
+    )
+    .await
+    .unwrap_err();
+    refused(no_run_id, "run id of source 'google_ads' is empty");
     let with_source = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
         .with_client("a")
         .with_source(Some("google_ads"))
