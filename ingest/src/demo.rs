@@ -237,7 +237,7 @@ struct GeneratorCounters {
 }
 
 impl GeneratorCounters {
-    fn timed(&self, inner: Box<dyn Iterator<Item = RecordBatch> + Send>) -> Timed<BoxedBatches> {
+    fn timed(&self, inner: BoxedBatches) -> Timed<BoxedBatches> {
         Timed {
             inner,
             nanos: Arc::clone(&self.nanos),
@@ -381,10 +381,11 @@ pub async fn run_demo(opts: &DemoOptions, progress: Progress) -> Result<DemoSumm
         queues.entry(job.table.name).or_default().push(job.clone());
     }
     let mut writers = tokio::task::JoinSet::new();
-    for queue in queues.into_values() {
+    let mut tables = std::collections::HashMap::new();
+    for (table, queue) in queues {
         let (warehouse, synthetic) = (warehouse.clone(), synthetic.clone());
         let (reporter, counters) = (Arc::clone(&reporter), counters.clone());
-        writers.spawn(async move {
+        let task = writers.spawn(async move {
             let mut rows = 0;
             for job in &queue {
                 let (what, written) =
@@ -397,18 +398,19 @@ pub async fn run_demo(opts: &DemoOptions, progress: Progress) -> Result<DemoSumm
                     job_rows,
                 );
             }
-            Ok::<_, Error>((queue[0].table.name, rows))
+            Ok::<_, Error>(rows)
         });
+        tables.insert(task.id(), table);
     }
     let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
-    while let Some(joined) = writers.join_next().await {
+    while let Some(joined) = writers.join_next_with_id().await {
         // On an error the other tables' writes stop where they are (the
         // set aborts them when dropped): each commits whole or not at all.
-        let (table, n) = joined.map_err(|e| Error::Input {
-            table: "demo",
-            message: format!("a table writer stopped: {e}"),
-        })??;
-        rows.insert(table, n);
+        let (id, n) = joined.map_err(|e| Error::Input {
+            table: tables.get(&e.id()).copied().unwrap_or("demo"),
+            message: format!("its writer stopped: {e}"),
+        })?;
+        rows.insert(tables[&id], n?);
     }
     reporter.lock().unwrap_or_else(|p| p.into_inner()).finish();
 
