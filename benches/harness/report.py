@@ -87,7 +87,7 @@ def markdown(report: dict) -> str:
             "",
             "| writer | rows | seconds | rows/s | peak RSS |",
             "|---|---:|---:|---:|---:|",
-            f"| adlake-ingest demo (generate + validate + write, one commit per slice) | "
+            f"| adlake-ingest demo (generate + validate + write; a client's platforms in one commit) | "
             f"{ing['adlake_rows']:,} | {ing['adlake_seconds']:.1f} | {ing['adlake_rows_per_sec']:,} | "
             f"{mib(ing['adlake_peak_rss_bytes'])} |",
             f"| write_deltalake (same Arrow data read first, untimed; "

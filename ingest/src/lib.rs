@@ -79,6 +79,6 @@ pub use crate::synthetic::{
 };
 pub use crate::warehouse::Warehouse;
 pub use crate::writer::{
-    GLOBAL_CLIENT, RUN_ID_METADATA_KEY, RunRecord, RunStatus, SliceWrite, SourceBatches, Trigger,
-    WriteSliceBuilder, append_run, append_runs,
+    DEFAULT_WRITE_BUFFER, GLOBAL_CLIENT, RUN_ID_METADATA_KEY, RunRecord, RunStatus, SliceWrite,
+    SourceBatches, Trigger, WriteSliceBuilder, append_run, append_runs,
 };

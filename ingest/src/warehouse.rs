@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use adlake_engine::schema::{TableDef, all_tables};
 use arrow::array::RecordBatch;
-use deltalake::DeltaTable;
 use deltalake::kernel::{DataType as DeltaDataType, StructField};
 use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::{debug, info};
 use url::Url;
 
@@ -236,9 +236,24 @@ impl Warehouse {
             std::fs::create_dir_all(&dir)
                 .map_err(|source| Error::WarehouseNotWritable { path: dir, source })?;
         }
-        DeltaTable::try_from_url(url)
+        let delta = |e| Error::delta(def.name, e);
+        let mut table = DeltaTableBuilder::from_url(url)
+            .and_then(DeltaTableBuilder::build)
+            .map_err(delta)?;
+        // A table not written yet has no log. Loading it would find that
+        // out too, but the Delta kernel logs it as an error first.
+        if !table
+            .log_store()
+            .is_delta_table_location()
             .await
-            .map_err(|e| Error::delta(def.name, e))
+            .map_err(delta)?
+        {
+            return Ok(table);
+        }
+        match table.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+            Err(err) => Err(delta(err)),
+        }
     }
 
     /// Opens (or creates) `def` and adds the nullable `columns` its Delta

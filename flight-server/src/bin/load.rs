@@ -10,9 +10,10 @@
 //!     --runs 200 --concurrency 8 --warmup 5 [--header x-adlake-cache=bypass]
 //! ```
 //!
-//! Each of `--concurrency` workers has its own connection and sends
-//! `--warmup` untimed runs, then its share of `--runs` one after another
-//! (GetFlightInfo, then DoGet of every endpoint, reading every batch).
+//! Each of `--concurrency` workers, all on one thread, has its own
+//! connection and sends `--warmup` untimed runs, then its share of
+//! `--runs` one after another (GetFlightInfo, then DoGet of every
+//! endpoint, reading every batch).
 //! Output: `{"latencies_ms": [...], "wall_s": ..., "rows": ...}` with the
 //! rows of one answer. Exit code 1 when a call fails, 2 for bad flags.
 
@@ -184,7 +185,11 @@ async fn measure(args: Args) -> Result<serde_json::Value, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread drives every worker: a call then wakes no other client
+    // thread on its way, and the client leaves the other cores to the
+    // server (on 2 cores: cached p50 0.82 → 0.65 ms at concurrency 1, and
+    // 2,400 → 3,200 answers/s at 8, against a multi-threaded runtime).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -25,6 +25,7 @@
 //! deletion vectors, not append-only, schema and partitioning as
 //! defined); any other table is written by delta-rs's own operation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -33,7 +34,7 @@ use adlake_engine::schema::{CLIENT_ID, DATE, TableDef};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use chrono::NaiveDate;
-use deltalake::datafile::writer::DeltaWriter;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::delta_datafusion::expr::fmt_expr_to_sql;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
@@ -192,12 +193,15 @@ pub(super) fn touched_files(table: &DeltaTable, slice: &Slice) -> DeltaResult<Ve
 
 /// Replaces `slice` in `table` with the rows of `input` (already checked
 /// to lie in the slice) in one commit; returns the table at the new
-/// version. Nothing is committed when the input fails.
+/// version. Nothing is committed when the input fails. The files being
+/// written hold about `buffer` bytes of Arrow data at most before they are
+/// closed (see [`write_lane`]).
 pub(super) async fn replace<S>(
     table: &DeltaTable,
     slice: &Slice,
     input: S,
     metadata: Vec<(String, Value)>,
+    buffer: usize,
 ) -> Result<DeltaTable>
 where
     S: Stream<Item = Result<RecordBatch>> + Send,
@@ -222,28 +226,22 @@ where
         target,
     );
     let lanes = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    // Each lane keeps the files of its days open until they hold more than
+    // its share of the write's buffer, then closes the earliest days: what
+    // a write holds does not grow with the slice.
+    let lane_buffer = (buffer / lanes).max(1);
     let failed = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::with_capacity(lanes);
     let mut writers = Vec::with_capacity(lanes);
     for _ in 0..lanes {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-        let mut writer = DeltaWriter::new(Arc::clone(&store), config.clone());
-        let failed = Arc::clone(&failed);
-        writers.push(tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                if let Err(err) = writer.write(&batch).await {
-                    let _ = writer.abort().await;
-                    return Err(err);
-                }
-            }
-            if failed.load(Ordering::Relaxed) {
-                // Files completed before the failure are in no version;
-                // vacuum --full removes them.
-                let _ = writer.abort().await;
-                return Ok(Vec::new());
-            }
-            writer.close().await
-        }));
+        let (tx, rx) = tokio::sync::mpsc::channel::<(i32, RecordBatch, usize)>(8);
+        writers.push(tokio::spawn(write_lane(
+            rx,
+            Arc::clone(&store),
+            config.clone(),
+            lane_buffer,
+            Arc::clone(&failed),
+        )));
         senders.push(tx);
     }
     let mut input = std::pin::pin!(input);
@@ -252,8 +250,13 @@ where
         while let Some(batch) = input.next().await {
             let batch = batch?;
             rows_added += batch.num_rows() as u64;
-            for (lane, part) in split_by_date(&batch, lanes)? {
-                if senders[lane].send(part).await.is_err() {
+            // A day's rows may be a slice of the batch, sharing its buffers:
+            // each is counted at its share of the batch's size.
+            let row_bytes = batch.get_array_memory_size() / batch.num_rows().max(1);
+            for (day, part) in split_by_day(&batch)? {
+                let lane = usize::try_from(day.rem_euclid(lanes as i32)).unwrap_or_default();
+                let bytes = row_bytes * part.num_rows();
+                if senders[lane].send((day, part, bytes)).await.is_err() {
                     // The lane's writer failed: its error is returned below.
                     return Ok(());
                 }
@@ -270,8 +273,13 @@ where
     let mut write_error = None;
     for writer in writers {
         match writer.await {
-            Ok(Ok(adds)) => actions.extend(adds.into_iter().map(Action::Add)),
-            Ok(Err(err)) => write_error = write_error.or(Some(delta(err))),
+            Ok((adds, written)) => {
+                // Files a lane closed before a failure are deleted below.
+                actions.extend(adds.into_iter().map(Action::Add));
+                if let Err(err) = written {
+                    write_error = write_error.or(Some(delta(err)));
+                }
+            }
             Err(join) => {
                 write_error = write_error.or(Some(Error::Input {
                     table: def.name,
@@ -376,34 +384,100 @@ where
     }
 }
 
-/// Splits a batch into up to `lanes` batches by date, so that every
-/// partition of a write is encoded by one writer.
-fn split_by_date(batch: &RecordBatch, lanes: usize) -> Result<Vec<(usize, RecordBatch)>> {
-    if lanes <= 1 || batch.num_rows() == 0 {
-        return Ok(vec![(0, batch.clone())]);
+/// Encodes the batches of one lane, each the rows of one day with its
+/// size in bytes: a writer (one file) per day, kept open while the open
+/// days hold at most `buffer` bytes of Arrow data; past that, the
+/// earliest days are closed. Input in date order (generators and
+/// backfills send it so, and a write of several sources merges them by
+/// date) gives one file per partition; rows of a day that come after its
+/// file was closed go to another file. Returns the files written, also
+/// when it fails (the caller deletes them), and whether it succeeded.
+async fn write_lane(
+    mut rx: tokio::sync::mpsc::Receiver<(i32, RecordBatch, usize)>,
+    store: Arc<dyn ObjectStore>,
+    config: WriterConfig,
+    buffer: usize,
+    failed: Arc<AtomicBool>,
+) -> (Vec<deltalake::kernel::Add>, DeltaResult<()>) {
+    let mut adds = Vec::new();
+    // Day → its writer and the bytes it took.
+    let mut open: BTreeMap<i32, (DeltaWriter, usize)> = BTreeMap::new();
+    let mut held = 0usize;
+    let result: DeltaResult<()> = async {
+        while let Some((day, batch, bytes)) = rx.recv().await {
+            let (writer, taken) = open
+                .entry(day)
+                .or_insert_with(|| (DeltaWriter::new(Arc::clone(&store), config.clone()), 0));
+            writer.write(&batch).await?;
+            *taken += bytes;
+            held += bytes;
+            while held > buffer {
+                let Some((_, (writer, taken))) = open.pop_first() else {
+                    break;
+                };
+                held -= taken;
+                adds.extend(writer.close().await?);
+            }
+        }
+        if failed.load(Ordering::Relaxed) {
+            // The input failed: what is open is abandoned below, what was
+            // closed is deleted by the caller.
+            return Ok(());
+        }
+        while let Some((_, (writer, _))) = open.pop_first() {
+            adds.extend(writer.close().await?);
+        }
+        Ok(())
     }
+    .await;
+    for (_, (writer, _)) in open {
+        let _ = writer.abort().await;
+    }
+    (adds, result)
+}
+
+/// Splits a batch into the rows of each day (days since the epoch):
+/// slices of it when each day's rows are together, as they are in input
+/// in date order. Rows without a date (rejected by then) are one part
+/// under the earliest day.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
     let Some(dates) = batch
         .column_by_name(DATE)
         .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Date32Type>())
     else {
-        return Ok(vec![(0, batch.clone())]);
+        return Ok(vec![(i32::MIN, batch.clone())]);
     };
-    // Rows without a date (rejected later) go to the first lane.
-    let lane_of = |row: usize| {
+    let day = |row: usize| {
         if dates.is_null(row) {
-            return 0;
+            i32::MIN
+        } else {
+            dates.value(row)
         }
-        let modulus = i32::try_from(lanes).unwrap_or(1);
-        usize::try_from(dates.value(row).rem_euclid(modulus)).unwrap_or_default()
     };
-    let mut parts = Vec::with_capacity(lanes);
-    for lane in 0..lanes {
-        let mask: BooleanArray = (0..batch.num_rows())
-            .map(|row| Some(lane_of(row) == lane))
-            .collect();
-        if mask.true_count() > 0 {
-            parts.push((lane, filter_record_batch(batch, &mask)?));
+    // Runs of equal days: (day, first row, rows).
+    let mut runs: Vec<(i32, usize, usize)> = Vec::new();
+    for row in 0..batch.num_rows() {
+        let d = day(row);
+        match runs.last_mut() {
+            Some((last, _, len)) if *last == d => *len += 1,
+            _ => runs.push((d, row, 1)),
         }
+    }
+    let mut days: Vec<i32> = runs.iter().map(|r| r.0).collect();
+    days.sort_unstable();
+    days.dedup();
+    if days.len() == runs.len() {
+        return Ok(runs
+            .into_iter()
+            .map(|(d, start, len)| (d, batch.slice(start, len)))
+            .collect());
+    }
+    let mut parts = Vec::with_capacity(days.len());
+    for d in days {
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|row| Some(day(row) == d))
+            .collect();
+        parts.push((d, filter_record_batch(batch, &mask)?));
     }
     Ok(parts)
 }
@@ -489,44 +563,50 @@ mod tests {
         .to_string()
     }
 
-    #[test]
-    fn each_date_is_written_by_one_lane() {
+    fn days_of(dates: &[Option<i32>]) -> Vec<(i32, Vec<i64>)> {
         use arrow::array::{Date32Array, Int64Array};
         use arrow::datatypes::{DataType, Field, Schema};
         let schema = Arc::new(Schema::new(vec![
             Field::new(DATE, DataType::Date32, true),
             Field::new("n", DataType::Int64, false),
         ]));
-        let dates = [20_000, 20_001, 20_002, 20_000, -3, 20_003, 20_001];
+        let n = i64::try_from(dates.len()).unwrap();
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(Date32Array::from(
-                    dates.iter().map(|&d| Some(d)).collect::<Vec<_>>(),
-                )),
-                Arc::new(Int64Array::from_iter_values(0..7)),
+                Arc::new(Date32Array::from(dates.to_vec())),
+                Arc::new(Int64Array::from_iter_values(0..n)),
             ],
         )
         .unwrap();
-        let parts = split_by_date(&batch, 3).unwrap();
-        let mut seen = Vec::new();
-        for (lane, part) in &parts {
-            let d = part
-                .column(0)
-                .as_primitive::<arrow::datatypes::Date32Type>();
-            let n = part.column(1).as_primitive::<arrow::datatypes::Int64Type>();
-            for row in 0..part.num_rows() {
-                // Lane = date mod 3, negative dates included.
-                assert_eq!(*lane, d.value(row).rem_euclid(3) as usize);
-                seen.push(n.value(row));
-            }
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, (0..7).collect::<Vec<_>>(), "every row exactly once");
-        // 20,000 mod 3 = 2, 20,001 mod 3 = 0, 20,002 mod 3 = 1, -3 mod 3 = 0.
-        let lanes: Vec<_> = parts.iter().map(|(l, p)| (*l, p.num_rows())).collect();
-        assert_eq!(lanes, [(0, 3), (1, 1), (2, 3)]);
-        assert_eq!(split_by_date(&batch, 1).unwrap().len(), 1);
+        split_by_day(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|(day, part)| {
+                let rows = part.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+                (day, rows.values().to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_split_into_its_days() {
+        // In date order: one slice per day, in order.
+        assert_eq!(
+            days_of(&[Some(-3), Some(20_000), Some(20_000), Some(20_001)]),
+            [(-3, vec![0]), (20_000, vec![1, 2]), (20_001, vec![3])]
+        );
+        // A day in two places: every row once, under its day, days sorted;
+        // rows without a date under the earliest.
+        assert_eq!(
+            days_of(&[Some(20_001), Some(20_000), None, Some(20_001), Some(20_000)]),
+            [
+                (i32::MIN, vec![2]),
+                (20_000, vec![1, 4]),
+                (20_001, vec![0, 3])
+            ]
+        );
+        assert_eq!(days_of(&[]), []);
     }
 
     #[test]

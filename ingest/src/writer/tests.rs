@@ -922,8 +922,11 @@ async fn write_sources(
         .await
 }
 
+/// (client, platform, day of January, ad, spend) of a row.
+type AdDay = (String, String, u32, String, i64);
+
 /// (client, platform, day, ad, spend) of every row, sorted.
-async fn ad_days(wh: &Warehouse) -> Vec<(String, String, u32, String, i64)> {
+async fn ad_days(wh: &Warehouse) -> Vec<AdDay> {
     let mut rows: Vec<_> = ad_rows(wh)
         .await
         .into_iter()
@@ -1233,4 +1236,144 @@ async fn a_write_of_several_sources_checks_each_source_and_fails_whole() {
     refused(no_column, "no source column");
     assert_eq!(version(&wh, &AD_PERFORMANCE).await, before);
     assert_eq!(ad_days(&wh).await, unchanged);
+}
+
+/// The data files under a table's folder, referenced by the log or not.
+fn parquet_files_on_disk(dir: &std::path::Path, def: &TableDef) -> usize {
+    fn walk(path: &std::path::Path, found: &mut usize) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                *found += 1;
+            }
+        }
+    }
+    let mut found = 0;
+    walk(&dir.join(def.name), &mut found);
+    found
+}
+
+/// Days 1–2, 2–3 and 3–4 of client a's google_ads slice, one batch each,
+/// with spends 10, 20 and 30.
+fn overlapping_batches() -> (Vec<RecordBatch>, Vec<AdDay>) {
+    let parts = [(1..=2, 10), (2..=3, 20), (3..=4, 30)];
+    let batches = parts
+        .iter()
+        .map(|(days, spend)| ad_batch(&slice_rows("a", "google_ads", days.clone(), *spend)))
+        .collect();
+    let mut rows = Vec::new();
+    for (days, spend) in parts {
+        rows.extend(expected_rows(&[("a", "google_ads", days, spend)]));
+    }
+    rows.sort();
+    (batches, rows)
+}
+
+#[tokio::test]
+async fn a_write_closes_its_files_when_its_buffer_is_full() {
+    let write = |wh: &Warehouse, buffer: Option<usize>| {
+        let builder = WriteSliceBuilder::new(wh, &AD_PERFORMANCE)
+            .with_client("a")
+            .with_source(Some("google_ads"))
+            .with_date_range(day(1), day(4));
+        let builder = match buffer {
+            Some(bytes) => builder.with_write_buffer(bytes),
+            None => builder,
+        };
+        builder.execute(overlapping_batches().0)
+    };
+    let days = |counts: [usize; 4]| -> std::collections::BTreeMap<String, usize> {
+        counts
+            .iter()
+            .zip(1..)
+            .map(|(n, d)| (format!("client_id=a/date=2025-01-0{d}"), *n))
+            .collect()
+    };
+
+    // The default buffer holds the whole write: one file per partition.
+    let (_dir, wh) = warehouse();
+    write(&wh, None).await.unwrap();
+    assert_eq!(files_per_partition(&wh).await, days([1, 1, 1, 1]));
+
+    // A buffer of one byte closes the files after every batch: days 2 and
+    // 3, in two batches each, get two files; every row is there, in one
+    // commit.
+    let (dir, wh) = warehouse();
+    let written = write(&wh, Some(1)).await.unwrap();
+    assert_eq!(files_per_partition(&wh).await, days([1, 2, 2, 1]));
+    assert_eq!(ad_days(&wh).await, overlapping_batches().1);
+    assert_eq!(written.rows_written, 12);
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, Some(written.version));
+    assert_eq!(parquet_files_on_disk(dir.path(), &AD_PERFORMANCE), 6);
+}
+
+#[tokio::test]
+async fn a_write_that_fails_after_closing_files_leaves_none_behind() {
+    let (dir, wh) = warehouse();
+    let previous = write_ads(
+        &wh,
+        "a",
+        "google_ads",
+        1,
+        4,
+        slice_rows("a", "google_ads", 1..=4, 100),
+    )
+    .await
+    .unwrap();
+    let content = ad_rows(&wh).await;
+    let on_disk = parquet_files_on_disk(dir.path(), &AD_PERFORMANCE);
+
+    let (batches, _) = overlapping_batches();
+    let mut input: Vec<Result<RecordBatch, DataFusionError>> =
+        batches.into_iter().map(Ok).collect();
+    input.push(Err(DataFusionError::Execution(
+        "platform API timed out".to_owned(),
+    )));
+    let err = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("google_ads"))
+        .with_date_range(day(1), day(4))
+        .with_write_buffer(1)
+        .execute_stream(futures::stream::iter(input))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("platform API timed out"), "{err}");
+
+    // Nothing committed, and the files closed before the failure are gone.
+    assert_eq!(version(&wh, &AD_PERFORMANCE).await, Some(previous.version));
+    assert_eq!(ad_rows(&wh).await, content);
+    assert_eq!(parquet_files_on_disk(dir.path(), &AD_PERFORMANCE), on_disk);
+}
+
+#[test]
+fn the_batches_of_several_sources_are_merged_in_date_order() {
+    let batch = |days: std::ops::RangeInclusive<u32>| ad_batch(&slice_rows("a", "x", days, 1));
+    let merged: Vec<(usize, u32)> = DateMerge {
+        parts: vec![
+            vec![batch(1..=4), batch(5..=8)].into_iter().peekable(),
+            (1..=6)
+                .map(|d| batch(d..=d))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .peekable(),
+        ],
+    }
+    .map(|(n, b)| (n, epoch_day_to_date(first_day(&b)).unwrap().day()))
+    .collect();
+    // Ties go to the first source.
+    assert_eq!(
+        merged,
+        [
+            (0, 1),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (1, 4),
+            (0, 5),
+            (1, 5),
+            (1, 6)
+        ]
+    );
 }
