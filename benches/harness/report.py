@@ -34,13 +34,21 @@ def regressions(report: dict, baseline: dict) -> list[dict]:
 
 
 def updated_baseline(report: dict, baseline: dict) -> dict:
+    """The baseline with this run's series replaced; series it did not run
+    (an uncached run leaves the cached ones) stay as they were, each with
+    the time it was measured."""
     out = dict(baseline)
+    before = baseline.get(report["dataset"]["name"], {})
+    p95 = dict(before.get("p95_ms", {}))
+    measured = {series: before.get("measured_at") for series in p95} | before.get("series_measured_at", {})
+    for series, queries in report["latency"].items():
+        p95[series] = {q: s["p95_ms"] for q, s in queries.items()}
+        measured[series] = report["started_at"]
     out[report["dataset"]["name"]] = {
         "measured_at": report["started_at"],
         "bin_dir": report["bin_dir"],
-        "p95_ms": {
-            series: {q: s["p95_ms"] for q, s in queries.items()} for series, queries in report["latency"].items()
-        },
+        "p95_ms": p95,
+        "series_measured_at": measured,
     }
     return out
 
