@@ -119,7 +119,7 @@ if ((!python_only)); then
     # checked equal to DuckDB's (and the row counts of the Rust client,
     # adlake-load), so the benchmark cannot rot. No timings: those live in
     # benches/README.md. Dataset `small` (50 clients, 365 days, 1M ad rows,
-    # 6M rows in all): ~8 min with debug binaries.
+    # 6M rows in all): ~8 min of debug ingest, ~10 min in all.
     step "benchmark workload answers equal DuckDB's (small dataset, debug binaries)"
     PYTHONDONTWRITEBYTECODE=1 "$venv/bin/python" benches/harness/run.py --dataset small --check-only \
         --rust-client --bin-dir "$bin_dir" --work-dir "$(cd "$target_dir" && pwd)/bench-data" \

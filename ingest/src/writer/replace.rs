@@ -36,12 +36,14 @@ use arrow::compute::filter_record_batch;
 use chrono::NaiveDate;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::delta_datafusion::expr::fmt_expr_to_sql;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::{DeltaResult, DeltaTable, ObjectStore};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableError, ObjectStore};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use indexmap::IndexMap;
 use object_store::path::Path;
 use serde_json::{Value, json};
 use tracing::debug;
@@ -239,6 +241,7 @@ where
             rx,
             Arc::clone(&store),
             config.clone(),
+            def.partition_columns,
             lane_buffer,
             Arc::clone(&failed),
         )));
@@ -396,6 +399,7 @@ async fn write_lane(
     mut rx: tokio::sync::mpsc::Receiver<(i32, RecordBatch, usize)>,
     store: Arc<dyn ObjectStore>,
     config: WriterConfig,
+    partition_columns: &[&str],
     buffer: usize,
     failed: Arc<AtomicBool>,
 ) -> (Vec<deltalake::kernel::Add>, DeltaResult<()>) {
@@ -408,7 +412,24 @@ async fn write_lane(
             let (writer, taken) = open
                 .entry(day)
                 .or_insert_with(|| (DeltaWriter::new(Arc::clone(&store), config.clone()), 0));
-            writer.write(&batch).await?;
+            // Every row is of the slice's client (checked) and of `day`:
+            // the partition is the first row's, and the writer need not
+            // group the rows by partition and copy them again.
+            let values = partition_columns
+                .iter()
+                .map(|&name| {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|column| ScalarExt::from_array(column.as_ref(), 0))
+                        .map(|value| (name.to_owned(), value))
+                        .ok_or_else(|| {
+                            DeltaTableError::generic(format!(
+                                "no value of partition column '{name}' in a batch to write"
+                            ))
+                        })
+                })
+                .collect::<DeltaResult<IndexMap<_, _>>>()?;
+            writer.write_partition(batch, &values).await?;
             *taken += bytes;
             held += bytes;
             while held > buffer {

@@ -871,19 +871,11 @@ async fn tables_with_constraints_are_written_by_delta_rs() {
 
     // A write of several sources goes through delta-rs too, with a
     // predicate naming all of them.
-    write_sources(
+    write_spends(
         &wh,
         "a",
-        1,
-        1,
-        vec![
-            (
-                "google_ads",
-                "c-g",
-                slice_rows("a", "google_ads", 1..=1, 400),
-            ),
-            ("meta_ads", "c-m", slice_rows("a", "meta_ads", 1..=1, 600)),
-        ],
+        1..=1,
+        &[("google_ads", "c-g", 400), ("meta_ads", "c-m", 600)],
     )
     .await
     .unwrap();
@@ -920,6 +912,27 @@ async fn write_sources(
         .with_date_range(day(from), day(to))
         .execute_sources(parts)
         .await
+}
+
+/// Writes `client`'s sources on `days` in one commit: every day of each
+/// (platform, run id, spend) part, as [`slice_rows`] gives it.
+async fn write_spends(
+    wh: &Warehouse,
+    client: &str,
+    days: std::ops::RangeInclusive<u32>,
+    parts: &[(&str, &str, i64)],
+) -> Result<Vec<SliceWrite>> {
+    let rows = parts
+        .iter()
+        .map(|&(platform, run_id, spend)| {
+            (
+                platform,
+                run_id,
+                slice_rows(client, platform, days.clone(), spend),
+            )
+        })
+        .collect();
+    write_sources(wh, client, *days.start(), *days.end(), rows).await
 }
 
 /// (client, platform, day of January, ad, spend) of a row.
@@ -1008,23 +1021,11 @@ async fn several_sources_are_written_in_one_commit_with_a_run_each() {
     let runs_before = version(&wh, &INGEST_RUNS).await.unwrap();
 
     // Client a's google_ads (restated) and tiktok_ads (new) on days 2–4.
-    let written = write_sources(
+    let written = write_spends(
         &wh,
         "a",
-        2,
-        4,
-        vec![
-            (
-                "google_ads",
-                "run-g",
-                slice_rows("a", "google_ads", 2..=4, 500),
-            ),
-            (
-                "tiktok_ads",
-                "run-t",
-                slice_rows("a", "tiktok_ads", 2..=4, 700),
-            ),
-        ],
+        2..=4,
+        &[("google_ads", "run-g", 500), ("tiktok_ads", "run-t", 700)],
     )
     .await
     .unwrap();
@@ -1098,23 +1099,11 @@ async fn several_sources_are_written_in_one_commit_with_a_run_each() {
         .execute()
         .await
         .unwrap();
-    write_sources(
+    write_spends(
         &wh,
         "a",
-        1,
-        5,
-        vec![
-            (
-                "meta_ads",
-                "run-m2",
-                slice_rows("a", "meta_ads", 1..=5, 800),
-            ),
-            (
-                "google_ads",
-                "run-g2",
-                slice_rows("a", "google_ads", 1..=5, 600),
-            ),
-        ],
+        1..=5,
+        &[("meta_ads", "run-m2", 800), ("google_ads", "run-g2", 600)],
     )
     .await
     .unwrap();
@@ -1184,15 +1173,11 @@ async fn a_write_of_several_sources_checks_each_source_and_fails_whole() {
         assert!(matches!(err, Error::InvalidSlice { .. }), "{err}");
         assert!(err.to_string().contains(what), "{err}");
     };
-    let twice = write_sources(
+    let twice = write_spends(
         &wh,
         "a",
-        1,
-        5,
-        vec![
-            ("google_ads", "r1", slice_rows("a", "google_ads", 1..=5, 1)),
-            ("google_ads", "r2", slice_rows("a", "google_ads", 1..=5, 2)),
-        ],
+        1..=5,
+        &[("google_ads", "r1", 1), ("google_ads", "r2", 2)],
     )
     .await
     .unwrap_err();
@@ -1201,15 +1186,9 @@ async fn a_write_of_several_sources_checks_each_source_and_fails_whole() {
         write_sources(&wh, "a", 1, 5, Vec::new()).await.unwrap_err(),
         "no source given",
     );
-    let no_run_id = write_sources(
-        &wh,
-        "a",
-        1,
-        5,
-        vec![("google_ads", "", slice_rows("a", "google_ads", 1..=5, 3))],
-    )
-    .await
-    .unwrap_err();
+    let no_run_id = write_spends(&wh, "a", 1..=5, &[("google_ads", "", 3)])
+        .await
+        .unwrap_err();
     refused(no_run_id, "run id of source 'google_ads' is empty");
     let with_source = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
         .with_client("a")
