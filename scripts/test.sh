@@ -76,6 +76,21 @@ fi
 step "cargo build --workspace --bins --tests"
 cargo build --workspace --bins --tests
 
+# `cargo run` from the root, as the README's first command, must start the
+# service: the workspace's default member (flight-server) and its
+# `default-run` binary (adlake). Without them cargo refuses to guess and a
+# fresh clone cannot follow the README. tests/python/test_readme.py replays
+# the rest of that command (the demo start) with the binary built above.
+step "cargo run -- --version (the root's default binary is adlake)"
+adlake_pkgid="$(cargo pkgid -p adlake-server)"
+want_version="adlake ${adlake_pkgid##*@}"
+got_version="$(cargo run -- --version)"
+if [[ "$got_version" != "$want_version" ]]; then
+    echo "cargo run -- --version printed '$got_version', want '$want_version'" >&2
+    exit 1
+fi
+echo "$got_version"
+
 if ((!python_only)); then
     if cargo nextest --version >/dev/null 2>&1; then
         step "cargo nextest run --workspace"
@@ -93,24 +108,48 @@ fi
 target_dir="${CARGO_TARGET_DIR:-target}"
 bin_dir="$(cd "$target_dir" && pwd)/debug"
 
-# promtool checks and unit-tests deploy/prometheus (tests/python/test_deploy.py).
-# It comes from Debian's `prometheus` package, unpacked under target/ rather
-# than installed (that would also set up a Prometheus service).
+# Prometheus' tools for deploy/: promtool checks and unit-tests the rules,
+# amtool the Alertmanager config (tests/python/test_deploy.py), and the real
+# prometheus and alertmanager deliver alerts end to end
+# (tests/python/test_alerting.py). They come from Debian's `prometheus` and
+# `prometheus-alertmanager` packages, unpacked under target/ rather than
+# installed (that would also set up and start their services); `apt-get
+# update` only when a download fails (no package list yet, or an old one).
+prom_dir="$(cd "$target_dir" && pwd)/promtool"
+unpack_deb() { # unpack_deb PACKAGE: into $prom_dir
+    step "$1 (Debian package, unpacked into $prom_dir)"
+    mkdir -p "$prom_dir"
+    (cd "$prom_dir" && { apt-get download "$1" >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get download "$1"; }; } &&
+        dpkg-deb -x "$1"_*.deb . && rm -f "$1"_*.deb)
+}
 promtool="$(command -v promtool || true)"
-if [[ -z "$promtool" ]]; then
-    promtool_dir="$(cd "$target_dir" && pwd)/promtool"
-    promtool="$promtool_dir/usr/bin/promtool"
-    if [[ ! -x "$promtool" ]]; then
-        step "promtool (Debian package prometheus, unpacked into $promtool_dir)"
-        mkdir -p "$promtool_dir"
-        (cd "$promtool_dir" && { apt-get download prometheus >/dev/null 2>&1 ||
-            { apt-get update -qq && apt-get download prometheus; }; } &&
-            dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
+prometheus="$(command -v prometheus || true)"
+if [[ -z "$promtool" || -z "$prometheus" ]]; then
+    promtool="$prom_dir/usr/bin/promtool"
+    prometheus="$prom_dir/usr/bin/prometheus"
+    [[ -x "$promtool" && -x "$prometheus" ]] || unpack_deb prometheus
+fi
+alertmanager="$(command -v alertmanager || command -v prometheus-alertmanager || true)"
+amtool="$(command -v amtool || true)"
+if [[ -z "$alertmanager" || -z "$amtool" ]]; then
+    # Debian names the server prometheus-alertmanager.
+    alertmanager="$prom_dir/usr/bin/prometheus-alertmanager"
+    amtool="$prom_dir/usr/bin/amtool"
+    [[ -x "$alertmanager" && -x "$amtool" ]] || unpack_deb prometheus-alertmanager
+    # Debian's alertmanager reads its notification templates from a path
+    # built into it, and stops without them: put the package's there (the
+    # only file written outside the work tree; as root, as CI runs).
+    am_templates=/usr/share/prometheus/alertmanager
+    if [[ ! -f "$am_templates/default.tmpl" ]]; then
+        install -D -m 644 -t "$am_templates" "$prom_dir$am_templates"/*.tmpl ||
+            echo "cannot write $am_templates: tests/python/test_alerting.py will fail" >&2
     fi
 fi
 
 step "pytest tests/python (ADLAKE_BIN_DIR=$bin_dir)"
-PROMTOOL="$promtool" ADLAKE_BIN_DIR="$bin_dir" PYTHONDONTWRITEBYTECODE=1 \
+PROMTOOL="$promtool" PROMETHEUS="$prometheus" ALERTMANAGER="$alertmanager" AMTOOL="$amtool" \
+    ADLAKE_BIN_DIR="$bin_dir" PYTHONDONTWRITEBYTECODE=1 \
     "$venv/bin/python" -m pytest -q tests/python "${pytest_args[@]}"
 
 # ---------------------------------------------------------------- Benchmark answers

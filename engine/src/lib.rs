@@ -41,6 +41,7 @@ pub mod error;
 mod guard;
 pub mod memo;
 pub mod metrics;
+pub mod planner;
 mod pruned;
 pub mod schema;
 pub mod scope;
@@ -75,6 +76,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use cache::{CacheStatus, ResultCache};
 pub use catalog::{Catalog, TableSnapshot};
 pub use error::{Error, Result};
+pub use guard::{DEFAULT_MAX_EXPRESSION_DEPTH, DEFAULT_MAX_STATEMENT_BYTES, StatementLimits};
 pub use memo::Described;
 pub use scope::Scope;
 pub use stats::{ScanStats, ScanTotals};
@@ -121,6 +123,8 @@ pub struct Engine {
     memo: memo::PlanMemo,
     /// Statements planned so far.
     planned: AtomicU64,
+    /// Bounds on a statement before it is planned.
+    limits: StatementLimits,
 }
 
 /// Settings of an [`Engine`] beyond the warehouse location.
@@ -133,6 +137,8 @@ pub struct EngineOptions {
     /// A fixed "now" for relative date ranges (reproducible reports and
     /// tests); `None`: the system clock.
     pub clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bounds on a statement's size and depth, checked before planning.
+    pub statement_limits: StatementLimits,
 }
 
 impl Default for EngineOptions {
@@ -141,6 +147,7 @@ impl Default for EngineOptions {
             cache_bytes: cache::DEFAULT_CACHE_BYTES,
             metrics_config: metrics::MetricsConfig::default(),
             clock: None,
+            statement_limits: StatementLimits::default(),
         }
     }
 }
@@ -177,7 +184,13 @@ impl Engine {
             scans: Arc::default(),
             memo: memo::PlanMemo::default(),
             planned: AtomicU64::new(0),
+            limits: options.statement_limits,
         })
+    }
+
+    /// The bounds every statement is checked against before planning.
+    pub fn statement_limits(&self) -> &StatementLimits {
+        &self.limits
     }
 
     /// Gives every query its own memory pool of `bytes`: an operator that
@@ -333,6 +346,7 @@ impl Engine {
     /// scope, whose tables have not moved since, is described from the
     /// [memo](memo) without being parsed or planned again.
     pub async fn describe(&self, scope: &Scope, sql: &str) -> Result<Arc<Described>> {
+        self.limits.check_size(sql)?;
         let question = memo::normalize(sql);
         if let Some(described) = self
             .memo
@@ -358,6 +372,7 @@ impl Engine {
         sql: &str,
         bypass: bool,
     ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
+        self.limits.check_size(sql)?;
         if bypass {
             let query = self.plan(scope, sql).await?;
             return Ok((query.execute().await?, CacheStatus::Bypass));
@@ -549,22 +564,30 @@ impl Engine {
     /// restricted to the scope's clients at the scan.
     pub async fn plan(&self, scope: &Scope, sql: &str) -> Result<Query> {
         self.planned.fetch_add(1, Ordering::Relaxed);
-        let statement = guard::read_only_statement(sql)?;
+        // Refused before anything is copied or queued.
+        self.limits.check_size(sql)?;
         let snapshots = self.catalog.snapshots();
         let state = self.session_for(scope, &snapshots)?;
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(Error::from_planning)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
-
-        let versions = tables_read(&plan, &snapshots);
-        let frame = with_transport_types(DataFrame::new(state, plan))?;
+        let limits = self.limits;
+        let text = sql.to_owned();
+        // Parsing and planning recurse over the statement: on a planning
+        // thread, off the runtime's workers (see `planner`).
+        let (frame, versions) = planner::run(move |runtime| {
+            let statement = guard::read_only_statement(&text, &limits)?;
+            let plan = runtime
+                .block_on(state.statement_to_plan(statement))
+                .map_err(Error::from_planning)?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
+            let versions = tables_read(&plan, &snapshots);
+            let frame = with_transport_types(DataFrame::new(state, plan))?;
+            Ok((frame, versions))
+        })
+        .await?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let query = Query {
             frame,
@@ -679,11 +702,14 @@ impl Query {
     pub async fn execute(self) -> Result<SendableRecordBatchStream> {
         let schema = self.schema;
         let task = Arc::new(self.frame.task_ctx());
-        let plan = self
-            .frame
-            .create_physical_plan()
-            .await
-            .map_err(Error::from_execution)?;
+        let frame = self.frame;
+        // Optimisation and physical planning recurse over the plan too.
+        let plan = planner::run(move |runtime| {
+            runtime
+                .block_on(frame.create_physical_plan())
+                .map_err(Error::from_execution)
+        })
+        .await?;
         let stream = datafusion::physical_plan::execute_stream(Arc::clone(&plan), task)
             .map_err(Error::from_execution)?;
         let recorder = stats::Recorder::new(plan, self.scans);

@@ -115,6 +115,24 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_METRICS_CONFIG")]
     pub metrics_config: Option<PathBuf>,
 
+    /// The ingest client configuration (the file of `adlake-ingest run
+    /// --config`): each client's `time_zone` decides its dates in the
+    /// metric layer and its 08:00 freshness SLA. One file for every
+    /// component; a client without one is in UTC.
+    #[arg(long, value_name = "FILE", env = "ADLAKE_CLIENTS_CONFIG")]
+    pub clients_config: Option<PathBuf>,
+
+    /// Longest SQL statement accepted, in bytes; longer ones are refused
+    /// with INVALID_ARGUMENT before they are parsed.
+    #[arg(long, env = "ADLAKE_MAX_STATEMENT_BYTES", default_value_t = adlake_engine::DEFAULT_MAX_STATEMENT_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=(256 * 1024 * 1024)))]
+    pub max_statement_bytes: usize,
+
+    /// Deepest nesting of expressions and subqueries a statement may have
+    /// (a chain of N `OR`/`AND`/`+` terms nests N deep); deeper ones are
+    /// refused with INVALID_ARGUMENT before they are planned.
+    #[arg(long, env = "ADLAKE_MAX_EXPRESSION_DEPTH", default_value_t = adlake_engine::DEFAULT_MAX_EXPRESSION_DEPTH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(8..=4096))]
+    pub max_expression_depth: usize,
+
     /// Byte bound of the result cache shared by gRPC metric queries and
     /// Flight SQL statements.
     #[arg(long, env = "ADLAKE_CACHE_BYTES", default_value_t = adlake_engine::cache::DEFAULT_CACHE_BYTES)]
@@ -158,6 +176,9 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             metrics_config: None,
+            clients_config: None,
+            max_statement_bytes: adlake_engine::DEFAULT_MAX_STATEMENT_BYTES,
+            max_expression_depth: adlake_engine::DEFAULT_MAX_EXPRESSION_DEPTH,
             cache_bytes: adlake_engine::cache::DEFAULT_CACHE_BYTES,
             otlp_endpoint: None,
         }

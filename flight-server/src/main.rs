@@ -39,6 +39,10 @@ fn main() -> ExitCode {
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Statements are parsed and planned on the engine's planning
+        // threads; this margin is for the rest (decoding, filters'
+        // evaluation) on the workers.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
     {
         Ok(runtime) => runtime,

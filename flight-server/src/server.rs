@@ -290,15 +290,36 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>> {
 
 async fn open_engine(config: &Config) -> Result<Engine> {
     let warehouse = config.warehouse.as_str();
-    let metrics_config = match &config.metrics_config {
+    let mut metrics_config = match &config.metrics_config {
         Some(path) => {
             adlake_engine::metrics::MetricsConfig::from_file(path).map_err(Error::engine)?
         }
         None => adlake_engine::metrics::MetricsConfig::default(),
     };
+    if let Some(path) = &config.clients_config {
+        let clients = adlake_ingest::config::Config::load(path)
+            .map_err(|e| Error::Config(format!("--clients-config: {e}")))?;
+        for client in &clients.clients {
+            metrics_config = metrics_config
+                .with_time_zone(&client.id, client.time_zone)
+                .map_err(|m| {
+                    Error::Config(format!(
+                        "client {}: {m} (--clients-config {} says {})",
+                        client.id,
+                        path.display(),
+                        client.time_zone
+                    ))
+                })?;
+        }
+        tracing::info!(clients = clients.clients.len(), file = %path.display(), "client time zones from the ingest configuration");
+    }
     let options = adlake_engine::EngineOptions {
         cache_bytes: config.cache_bytes,
         metrics_config,
+        statement_limits: adlake_engine::StatementLimits {
+            max_bytes: config.max_statement_bytes,
+            max_depth: config.max_expression_depth,
+        },
         ..Default::default()
     };
     tracing::info!(warehouse, "opening the warehouse");

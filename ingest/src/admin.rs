@@ -82,7 +82,11 @@ pub struct FreshnessArgs {
         default_value = "./data/warehouse"
     )]
     pub warehouse: String,
-    /// A client's time zone, CLIENT=Area/City (repeatable).
+    /// The ingest client configuration (the file of `run --config`): every
+    /// client's deadline is 08:00 in its `time_zone` there.
+    #[arg(long, value_name = "FILE", env = "ADLAKE_CLIENTS_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// A client's time zone, CLIENT=Area/City (repeatable; over --config's).
     #[arg(long = "client-tz", value_name = "CLIENT=ZONE")]
     pub client_tz: Vec<String>,
     /// Time zone of clients not named by --client-tz.
@@ -199,6 +203,13 @@ pub async fn erase(args: EraseArgs) -> Result<()> {
 /// Runs `freshness`.
 pub async fn freshness(args: FreshnessArgs) -> Result<()> {
     let mut zones = TimeZones::new(freshness::parse_zone(&args.default_tz)?);
+    if let Some(path) = &args.config {
+        let config =
+            crate::config::Config::load(path).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        for client in config.clients {
+            zones = zones.with_client(client.id, client.time_zone);
+        }
+    }
     for assignment in &args.client_tz {
         let (client, zone) = TimeZones::parse_assignment(assignment)?;
         zones = zones.with_client(client, zone);

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from adbc_driver_manager import AdbcStatusCode
 from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,7 +224,7 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path) -> Server:
+def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path, extra_args: list[str] | None = None) -> Server:
     adlake = binary("adlake")
     stderr_path = workdir / "adlake.stderr.log"
     stderr_file = stderr_path.open("wb")
@@ -233,6 +234,7 @@ def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path) -> Server
         "--flight-addr", "127.0.0.1:0",
         "--http-addr", "127.0.0.1:0",
         "--auth-file", str(auth_file),
+        *(extra_args or []),
     ]  # fmt: skip
     process = subprocess.Popen(
         cmd,
@@ -402,3 +404,43 @@ def pb_fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
         else:
             raise ValueError(f"unsupported wire type {wire}")
     return fields
+
+
+# --------------------------------------------------------------------------
+# gRPC statuses through ADBC
+# --------------------------------------------------------------------------
+
+# gRPC status -> (numeric code, the name the Go ADBC driver writes, ADBC status).
+GRPC_STATUS = {
+    "INVALID_ARGUMENT": (3, "InvalidArgument", AdbcStatusCode.INVALID_ARGUMENT),
+    "NOT_FOUND": (5, "NotFound", AdbcStatusCode.NOT_FOUND),
+    "PERMISSION_DENIED": (7, "PermissionDenied", AdbcStatusCode.UNAUTHORIZED),
+    "UNAUTHENTICATED": (16, "Unauthenticated", AdbcStatusCode.UNAUTHENTICATED),
+}
+
+
+def grpc_status_of(err: BaseException) -> str | None:
+    """The gRPC status behind an ADBC error: the vendor code the Flight SQL
+    driver sets, or else the status name in the message."""
+    vendor = getattr(err, "vendor_code", None)
+    for name, (code, _, _) in GRPC_STATUS.items():
+        if vendor == code:
+            return name
+    text = str(err)
+    for name, (_, go_name, _) in GRPC_STATUS.items():
+        if go_name in text or name in text:
+            return name
+    return None
+
+
+def assert_adbc_error(err: BaseException, statuses: set[str], message: str | None = None) -> None:
+    status = grpc_status_of(err)
+    assert status in statuses, (
+        f"want gRPC status {sorted(statuses)}, got {status} "
+        f"(ADBC status {getattr(err, 'status_code', None)!r}, vendor code {getattr(err, 'vendor_code', None)!r}): "
+        f"{type(err).__name__}: {err}"
+    )
+    adbc_statuses = {GRPC_STATUS[s][2] for s in statuses}
+    assert getattr(err, "status_code", None) in adbc_statuses, f"ADBC status {err.status_code!r}: {err}"
+    if message is not None:
+        assert re.search(message, str(err), re.IGNORECASE), f"message should match /{message}/i: {err}"

@@ -32,6 +32,7 @@ from adbc_driver_manager import dbapi as adbc_dbapi
 
 from support import (
     CALL_TIMEOUT_S,
+    GRPC_STATUS,
     CLIENT_TABLES,
     DEMO_CLIENTS,
     FACT_TABLES,
@@ -41,7 +42,9 @@ from support import (
     Server,
     Warehouse,
     adbc_db_kwargs,
+    assert_adbc_error,
     command_statement_query,
+    grpc_status_of,
     pb_fields,
     query,
 )
@@ -71,15 +74,6 @@ MEASURES = {
     "web_sessions": ["sessions", "engaged_sessions", "key_events", "revenue"],
     "orders": ["total_price", "subtotal_price"],
 }
-
-# gRPC status -> (numeric code, the name the Go ADBC driver writes, ADBC status).
-GRPC_STATUS = {
-    "INVALID_ARGUMENT": (3, "InvalidArgument", AdbcStatusCode.INVALID_ARGUMENT),
-    "NOT_FOUND": (5, "NotFound", AdbcStatusCode.NOT_FOUND),
-    "PERMISSION_DENIED": (7, "PermissionDenied", AdbcStatusCode.UNAUTHORIZED),
-    "UNAUTHENTICATED": (16, "Unauthenticated", AdbcStatusCode.UNAUTHENTICATED),
-}
-
 
 # --------------------------------------------------------------------------
 # helpers
@@ -119,33 +113,6 @@ def oracle_sums(oracle: Oracle, table: str, clients: set[str] | None = None) -> 
     if clients is not None:
         want = {c: v for c, v in want.items() if c in clients}
     return want
-
-
-def grpc_status_of(err: BaseException) -> str | None:
-    """The gRPC status behind an ADBC error: the vendor code the Flight SQL
-    driver sets, or else the status name in the message."""
-    vendor = getattr(err, "vendor_code", None)
-    for name, (code, _, _) in GRPC_STATUS.items():
-        if vendor == code:
-            return name
-    text = str(err)
-    for name, (_, go_name, _) in GRPC_STATUS.items():
-        if go_name in text or name in text:
-            return name
-    return None
-
-
-def assert_adbc_error(err: BaseException, statuses: set[str], message: str | None = None) -> None:
-    status = grpc_status_of(err)
-    assert status in statuses, (
-        f"want gRPC status {sorted(statuses)}, got {status} "
-        f"(ADBC status {getattr(err, 'status_code', None)!r}, vendor code {getattr(err, 'vendor_code', None)!r}): "
-        f"{type(err).__name__}: {err}"
-    )
-    adbc_statuses = {GRPC_STATUS[s][2] for s in statuses}
-    assert getattr(err, "status_code", None) in adbc_statuses, f"ADBC status {err.status_code!r}: {err}"
-    if message is not None:
-        assert re.search(message, str(err), re.IGNORECASE), f"message should match /{message}/i: {err}"
 
 
 def is_view_or_dictionary(t: pa.DataType) -> bool:

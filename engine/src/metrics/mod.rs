@@ -527,6 +527,20 @@ impl MetricsConfig {
         Ok(config)
     }
 
+    /// This configuration with `client` in time zone `zone`; an error if
+    /// the configuration already puts the client in another zone.
+    pub fn with_time_zone(mut self, client: &str, zone: Tz) -> std::result::Result<Self, String> {
+        match self.time_zones.get(client) {
+            Some(&other) if other != zone => Err(format!(
+                "the metrics configuration puts it in {other}, the client configuration in {zone}: keep one"
+            )),
+            _ => {
+                self.time_zones.insert(client.to_owned(), zone);
+                Ok(self)
+            }
+        }
+    }
+
     /// The configured time zone of a client.
     pub fn time_zone(&self, client: &str) -> Option<Tz> {
         self.time_zones.get(client).copied()

@@ -554,12 +554,15 @@ fn handle_placeholder_and_header_decoders_never_panic() {
     for _ in 0..cases() * 20 {
         let input = mutate(&mut rng, &corpus);
         if let Ok(statement) = handle::decode(&input)
-            && let Ok(placeholders) = Placeholders::find(&statement.sql)
+            && let Ok(placeholders) =
+                Placeholders::find(&statement.sql, &adlake_engine::StatementLimits::default())
         {
             let _ = placeholders.bind(&statement.parameters);
         }
         let text = String::from_utf8_lossy(&input);
-        if let Ok(placeholders) = Placeholders::find(&text) {
+        if let Ok(placeholders) =
+            Placeholders::find(&text, &adlake_engine::StatementLimits::default())
+        {
             assert!(placeholders.count <= super::params::MAX_PARAMETERS);
         }
         let _ = parse_authorization(&text);

@@ -71,6 +71,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
 use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
 use crate::limits::{self, Limits, QueryPermit};
+use adlake_engine::StatementLimits;
 use params::Placeholders;
 
 /// Largest gRPC message the server accepts (tonic's default is 4 MiB):
@@ -226,7 +227,7 @@ impl AdlakeFlightSqlService {
         let result = async {
             self.authenticate(&mut call, request.metadata())?;
             let statement = handle::decode(&query.prepared_statement_handle)?;
-            let placeholders = Placeholders::find(&statement.sql)?;
+            let placeholders = Placeholders::find(&statement.sql, self.engine.statement_limits())?;
             let values = read_parameters(request.into_inner()).await?;
             let values = match values {
                 Some(batch) => params::literals(&batch)?,
@@ -267,7 +268,7 @@ impl AdlakeFlightSqlService {
         sql: &str,
     ) -> Result<FlightInfo, Status> {
         let principal = self.authenticate(call, request.metadata())?;
-        refuse_unbound(sql)?;
+        refuse_unbound(sql, self.engine.statement_limits())?;
         let described = self.describe(call, &principal, sql).await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle::encode(sql),
@@ -293,7 +294,7 @@ impl AdlakeFlightSqlService {
         sql: &str,
     ) -> Result<DoGetStream, Status> {
         let principal = self.authenticate(call, metadata)?;
-        refuse_unbound(sql)?;
+        refuse_unbound(sql, self.engine.statement_limits())?;
         // Held until the stream ends or the caller drops it.
         let permit = self.limits.start_query(&principal.name)?;
         let started = tokio::time::Instant::now();
@@ -479,8 +480,8 @@ fn limited(
 
 /// Refuses SQL that still has placeholders: it cannot run until values are
 /// bound, and the engine would only find out at execution.
-fn refuse_unbound(sql: &str) -> Result<(), Status> {
-    let placeholders = Placeholders::find(sql)?;
+fn refuse_unbound(sql: &str, limits: &StatementLimits) -> Result<(), Status> {
+    let placeholders = Placeholders::find(sql, limits)?;
     if placeholders.count > 0 {
         return Err(Status::invalid_argument(format!(
             "the SQL has {} parameter(s): prepare it and bind values with DoPut before executing it",
@@ -491,8 +492,8 @@ fn refuse_unbound(sql: &str) -> Result<(), Status> {
 }
 
 /// The SQL a handle's statement runs: its parameters bound in place.
-fn bound_sql(statement: handle::Statement) -> Result<String, Status> {
-    let placeholders = Placeholders::find(&statement.sql)?;
+fn bound_sql(statement: handle::Statement, limits: &StatementLimits) -> Result<String, Status> {
+    let placeholders = Placeholders::find(&statement.sql, limits)?;
     if placeholders.count == 0 && statement.parameters.is_empty() {
         return Ok(statement.sql);
     }
@@ -747,7 +748,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let mut call = Call::new("DoGet(Statement)", request.extensions());
-        let result = match handle::decode(&ticket.statement_handle).and_then(bound_sql) {
+        let result = match handle::decode(&ticket.statement_handle)
+            .and_then(|s| bound_sql(s, self.engine.statement_limits()))
+        {
             Ok(sql) => {
                 self.statement_stream(&mut call, request.metadata(), &sql)
                     .await
@@ -773,7 +776,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
             // Planning now validates the SQL and gives the dataset and
             // parameter schemas; the handle then carries only the SQL, to be
             // planned again (with the bound values) per use.
-            let placeholders = Placeholders::find(&query.query)?;
+            let placeholders = Placeholders::find(&query.query, self.engine.statement_limits())?;
             let described = self.describe(&call, &principal, &placeholders.sql).await?;
             let schema = Arc::clone(&described.schema);
             let mut types = described.parameter_types.clone();
@@ -808,7 +811,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let mut call = Call::new("GetFlightInfo(PreparedStatement)", request.extensions());
-        let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
+        let result = match handle::decode(&query.prepared_statement_handle)
+            .and_then(|s| bound_sql(s, self.engine.statement_limits()))
+        {
             Ok(sql) => self.statement_info(&mut call, request, &sql).await,
             Err(status) => Err(status),
         };
@@ -821,7 +826,9 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let mut call = Call::new("DoGet(PreparedStatement)", request.extensions());
-        let result = match handle::decode(&query.prepared_statement_handle).and_then(bound_sql) {
+        let result = match handle::decode(&query.prepared_statement_handle)
+            .and_then(|s| bound_sql(s, self.engine.statement_limits()))
+        {
             Ok(sql) => {
                 self.statement_stream(&mut call, request.metadata(), &sql)
                     .await

@@ -17,6 +17,7 @@
 // note in the parent module).
 #![allow(clippy::result_large_err)]
 
+use adlake_engine::StatementLimits;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type,
@@ -50,7 +51,11 @@ impl Placeholders {
     /// SQL the tokenizer rejects (an unterminated string, say) is passed
     /// through untouched with no parameters: the engine then reports the
     /// problem with its own parser's message.
-    pub(crate) fn find(sql: &str) -> Result<Self, Status> {
+    pub(crate) fn find(sql: &str, limits: &StatementLimits) -> Result<Self, Status> {
+        // Nothing over the size limit is tokenized (or copied).
+        limits
+            .check_size(sql)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let unchanged = || Self {
             sql: sql.to_string(),
             count: 0,
@@ -355,7 +360,7 @@ mod tests {
     };
 
     fn numbered(sql: &str) -> (String, usize) {
-        let p = Placeholders::find(sql).expect("placeholders");
+        let p = Placeholders::find(sql, &StatementLimits::default()).expect("placeholders");
         (p.sql, p.count)
     }
 
@@ -403,7 +408,7 @@ mod tests {
             "SELECT $99999999999999999999",
             "SELECT $70000",
         ] {
-            let status = Placeholders::find(sql).expect_err(sql);
+            let status = Placeholders::find(sql, &StatementLimits::default()).expect_err(sql);
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{sql}");
         }
     }
@@ -418,7 +423,11 @@ mod tests {
 
     #[test]
     fn binds_values_in_place() {
-        let p = Placeholders::find("SELECT ? AS a, ? AS b, '?' AS c").expect("find");
+        let p = Placeholders::find(
+            "SELECT ? AS a, ? AS b, '?' AS c",
+            &StatementLimits::default(),
+        )
+        .expect("find");
         assert_eq!(
             p.bind(&["1".into(), "'x'".into()]).expect("bind"),
             "SELECT 1 AS a, 'x' AS b, '?' AS c"

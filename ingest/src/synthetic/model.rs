@@ -798,7 +798,7 @@ fn client_slug(rng: &mut ChaCha8Rng, taken: &mut HashSet<String>) -> (String, Ve
 }
 
 fn pick_platforms(rng: &mut ChaCha8Rng, vertical: Vertical) -> Vec<Platform> {
-    const COUNT_WEIGHTS: [(usize, f64); 5] = [(2, 0.2), (3, 0.3), (4, 0.27), (5, 0.15), (6, 0.08)];
+    const COUNT_WEIGHTS: [(usize, f64); 3] = [(2, 0.35), (3, 0.4), (4, 0.25)];
     let count = COUNT_WEIGHTS[weighted_pick(rng, &COUNT_WEIGHTS, |c| c.1)].0;
     let mut chosen = vec![Platform::GoogleAds];
     let mut rest: Vec<Platform> = Platform::ALL[1..].to_vec();

@@ -1,0 +1,161 @@
+"""A hostile tenant against the real server: statements built to crash it,
+to eat its memory or to hold its threads.
+
+Each must get a clear refusal naming the limit it broke (or an answer),
+and the server must keep answering `/healthz` and other callers' queries
+throughout. The limits are the server's defaults (`adlake --help`:
+`--max-statement-bytes`, `--max-expression-depth`). Once, 5,000 terms of
+`1+1+...` overflowed a runtime worker's stack and aborted the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from adbc_driver_manager import dbapi as adbc_dbapi
+
+from support import Principals, Server, assert_adbc_error, query
+
+MAX_STATEMENT_BYTES = 1024 * 1024
+MAX_EXPRESSION_DEPTH = 256
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def chain(terms: int, op: str = "+") -> str:
+    return "SELECT 1" + f"{op}1" * (terms - 1)
+
+
+def assert_alive(server: Server, conn) -> None:
+    status, body = server.http_get("/healthz")
+    assert status == 200, (status, body)
+    assert server.process.poll() is None, server.describe()
+    assert query(conn, "SELECT 41 + 1 AS answer").column("answer").to_pylist() == [42]
+
+
+@pytest.fixture(scope="module")
+def hostile(adbc_connect, principals: Principals):
+    return adbc_connect(principals.a)
+
+
+@pytest.fixture(scope="module")
+def bystander(adbc_connect, principals: Principals):
+    return adbc_connect(principals.b)
+
+
+def refused(conn, sql: str, message: str) -> None:
+    with pytest.raises(adbc_dbapi.Error) as err:
+        query(conn, sql)
+    assert_adbc_error(err.value, {"INVALID_ARGUMENT"}, message)
+
+
+def test_a_chain_within_the_depth_limit_is_answered(hostile, server: Server):
+    # The query and the leaf count as levels too.
+    terms = MAX_EXPRESSION_DEPTH - 1
+    got = query(hostile, chain(terms) + " AS n").column("n").to_pylist()
+    assert got == [terms]
+    assert_alive(server, hostile)
+
+
+@pytest.mark.parametrize("terms", [MAX_EXPRESSION_DEPTH + 1, 1_000, 5_000, 50_000])
+def test_deep_chains_are_refused_naming_the_limit(hostile, bystander, server: Server, terms: int):
+    refused(hostile, chain(terms), r"max expression depth")
+    assert_alive(server, bystander)
+
+
+@pytest.mark.parametrize("op", [" OR ", " AND ", " || ", "*"])
+def test_every_kind_of_chain_is_bounded(hostile, server: Server, op: str):
+    refused(hostile, chain(5_000, op), r"max expression depth")
+    assert_alive(server, hostile)
+
+
+def test_the_deepest_statement_the_size_limit_admits_is_refused(hostile, bystander, server: Server):
+    # Half a million levels in just under 1 MiB: parsed in a loop, refused
+    # at the depth limit, and its tree dropped without overflowing.
+    terms = (MAX_STATEMENT_BYTES - 64) // 2
+    sql = chain(terms)
+    assert len(sql) <= MAX_STATEMENT_BYTES
+    refused(hostile, sql, r"max expression depth")
+    assert_alive(server, bystander)
+
+
+def test_statements_over_the_size_limit_are_refused_before_parsing(hostile, bystander, server: Server):
+    literal = "x" * MAX_STATEMENT_BYTES
+    refused(hostile, f"SELECT '{literal}'", r"max statement bytes")
+    # 10 MB of `+1` once grew the server past 6 GiB.
+    refused(hostile, chain(5_000_000), r"max statement bytes")
+    assert_alive(server, bystander)
+
+
+def test_deep_parentheses_and_subqueries_are_refused(hostile, server: Server):
+    for sql in [
+        "SELECT " + "(" * 500 + "1" + ")" * 500,
+        "SELECT * FROM " + "(SELECT * FROM " * 300 + "(SELECT 1) t" + ") t" * 300,
+        "SELECT " + "abs(" * 400 + "1" + ")" * 400,
+    ]:
+        with pytest.raises(adbc_dbapi.Error) as err:
+            query(hostile, sql)
+        assert_adbc_error(err.value, {"INVALID_ARGUMENT"}, r"max expression depth|parser recursion limit")
+    # Nesting that BI tools do generate is answered.
+    nested_case = "SELECT " + "CASE WHEN true THEN " * 20 + "7" + " END" * 20 + " AS v"
+    assert query(hostile, nested_case).column("v").to_pylist() == [7]
+    assert_alive(server, hostile)
+
+
+def test_a_deep_prepared_statement_is_refused(hostile, server: Server):
+    cur = hostile.cursor()
+    try:
+        with pytest.raises(adbc_dbapi.Error) as err:
+            cur.adbc_prepare(chain(5_000) + " + ?")
+        assert_adbc_error(err.value, {"INVALID_ARGUMENT"}, r"max expression depth")
+    finally:
+        cur.close()
+    assert_alive(server, hostile)
+
+
+def test_a_burst_of_hostile_statements_leaves_the_server_answering(
+    adbc_connect, principals: Principals, bystander, server: Server
+):
+    # Twelve connections at once, each sending the deepest statement the
+    # size limit admits, while a bystander keeps asking for /healthz and a
+    # small query. Every hostile call is refused, every bystander call
+    # answered (no timing asserted: the benchmarks measure that).
+    hostile = [adbc_connect(principals.a) for _ in range(12)]
+    sql = chain((MAX_STATEMENT_BYTES - 64) // 2)
+    stop = threading.Event()
+    answered: list[str] = []
+    failures: list[BaseException] = []
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            try:
+                assert_alive(server, bystander)
+            except BaseException as err:  # noqa: BLE001 - reported by the test thread
+                failures.append(err)
+                return
+            answered.append("ok")
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=keep_asking)
+    watcher.start()
+
+    def attack(conn) -> str:
+        try:
+            query(conn, sql)
+        except adbc_dbapi.Error as err:
+            return str(err)
+        return "answered"
+
+    try:
+        with ThreadPoolExecutor(len(hostile)) as pool:
+            outcomes = list(pool.map(attack, hostile * 2))
+    finally:
+        stop.set()
+        watcher.join()
+    assert all("max expression depth" in o for o in outcomes), outcomes[:3]
+    assert not failures, failures[0]
+    assert answered, "the bystander got no answer during the burst"
+    assert_alive(server, bystander)
