@@ -40,6 +40,7 @@ pub mod catalog;
 pub mod error;
 mod guard;
 pub mod memo;
+pub mod memory;
 pub mod metrics;
 pub mod planner;
 mod pruned;
@@ -117,6 +118,9 @@ pub struct Engine {
     /// Bytes each query may hold in DataFusion's memory pool (sorts,
     /// joins, aggregations spill or fail past it); `None`: unbounded.
     query_memory_bytes: Option<usize>,
+    /// The pool every query's share is drawn from; `None`: each query is
+    /// bounded by its share alone.
+    process_pool: Option<Arc<dyn datafusion::execution::memory_pool::MemoryPool>>,
     /// Rows and bytes read by the scans of every query run so far.
     scans: Arc<ScanStats>,
     /// What planning each statement seen lately gave, per scope.
@@ -181,6 +185,7 @@ impl Engine {
             metrics_config: Arc::new(options.metrics_config),
             clock: options.clock,
             query_memory_bytes: None,
+            process_pool: None,
             scans: Arc::default(),
             memo: memo::PlanMemo::default(),
             planned: AtomicU64::new(0),
@@ -200,6 +205,15 @@ impl Engine {
     #[must_use]
     pub fn with_query_memory_limit(mut self, bytes: usize) -> Self {
         self.query_memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Draws every query's memory from one pool of `bytes` for the process
+    /// (see [`memory`]): past it, operators spill or queries fail with
+    /// [`Error::ResourcesExhausted`], however many run at once.
+    #[must_use]
+    pub fn with_memory_pool(mut self, bytes: usize) -> Self {
+        self.process_pool = Some(Arc::new(GreedyMemoryPool::new(bytes)));
         self
     }
 
@@ -635,10 +649,22 @@ impl Engine {
         );
         let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(catalogs));
-        if let Some(bytes) = self.query_memory_bytes {
-            // Same object stores and disk manager, a pool of its own.
+        let share = match (&self.process_pool, self.query_memory_bytes) {
+            (_, Some(bytes)) => Some(bytes),
+            (Some(process), None) => match process.memory_limit() {
+                datafusion::execution::memory_pool::MemoryLimit::Finite(bytes) => Some(bytes),
+                _ => None,
+            },
+            (None, None) => None,
+        };
+        if let Some(bytes) = share {
+            // Same object stores and disk manager, a pool of its own that
+            // draws from the process's.
             let runtime = RuntimeEnvBuilder::from_runtime_env(self.base.runtime_env())
-                .with_memory_pool(Arc::new(GreedyMemoryPool::new(bytes)))
+                .with_memory_pool(Arc::new(memory::QueryPool::new(
+                    bytes,
+                    self.process_pool.clone(),
+                )))
                 .build_arc()
                 .map_err(Error::from_planning)?;
             builder = builder.with_runtime_env(runtime);
@@ -737,14 +763,36 @@ fn sql_cache_key(
     }
 }
 
-/// Gives a batch exactly the advertised schema (the physical plan may
-/// differ in field nullability or metadata, never in types).
+/// Gives a batch exactly the advertised schema (invariant I7).
+///
+/// The physical plan may differ in field nullability or metadata, and in
+/// types where DataFusion's optimiser rewrites an aggregate after the
+/// schema was worked out: a single `COUNT(DISTINCT ...)` beside a `SUM`
+/// becomes a two-phase aggregation whose outer sum widens a decimal from
+/// precision 28 to 38. Such a column is cast to the advertised type; a
+/// value that does not fit it fails the query rather than changing.
 fn relabel(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DataFusionError> {
     if batch.schema() == *schema {
         return Ok(batch);
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    let columns: Vec<Arc<dyn Array>> = batch.columns().to_vec();
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let columns: Vec<Arc<dyn Array>> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                arrow::compute::cast_with_options(column, field.data_type(), &strict)
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
     RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
 }
@@ -754,8 +802,21 @@ fn base_state() -> SessionState {
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
-    SessionContext::new_with_config(config).state()
+    let context = SessionContext::new_with_config(config);
+    // The rule rewrites a single `COUNT(DISTINCT x)` beside other aggregates
+    // into a two-phase aggregation after types were coerced: the outer
+    // `SUM` of a decimal widens it from precision 28 to 38, so the plan
+    // streams other types than it promised and a comparison over the sum
+    // (`NULLIF(SUM(spend), 0)`) fails at run time with "Invalid comparison
+    // operation: Decimal128(38, 6) == Decimal128(28, 6)". Without it the
+    // distinct aggregate is computed directly; tests/python/test_schema_grid.py
+    // runs every aggregate shape over every column.
+    context.remove_optimizer_rule(SINGLE_DISTINCT_RULE);
+    context.state()
 }
+
+/// DataFusion's `SingleDistinctToGroupBy` optimizer rule (see [`base_state`]).
+const SINGLE_DISTINCT_RULE: &str = "single_distinct_aggregation_to_group_by";
 
 /// The provider a caller in `scope` gets for one table.
 fn scoped_provider(

@@ -79,6 +79,13 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_QUERY_MEMORY_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub query_memory_bytes: u64,
 
+    /// Bytes of working memory all queries together may hold: each query's
+    /// share (--query-memory-bytes) is drawn from it, so many queries at
+    /// once cannot take more (default: half the memory limit of the
+    /// container, or of the machine; 0: no bound over all queries).
+    #[arg(long, env = "ADLAKE_MEMORY_POOL_BYTES")]
+    pub memory_pool_bytes: Option<u64>,
+
     /// Also accept HS256 JWTs signed with the secret in this file (at least
     /// 32 bytes); the `clients` claim lists the caller's clients.
     #[arg(
@@ -146,6 +153,34 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
 }
 
+/// The memory this process may use: the cgroup's limit (v2, then v1) when
+/// it has one, else the machine's.
+fn available_memory() -> Option<usize> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        // v1 reports "no limit" as a number near u64::MAX.
+        .filter(|&bytes| bytes < (1 << 60));
+    let machine = read("/proc/meminfo").and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib * 1024)
+    });
+    let bytes = match (cgroup, machine) {
+        (Some(c), Some(m)) => c.min(m),
+        (c, m) => c.or(m)?,
+    };
+    usize::try_from(bytes).ok()
+}
+
 fn positive_f64(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
@@ -169,6 +204,7 @@ impl Config {
             query_timeout_secs: 300,
             max_result_bytes: 4 * 1024 * 1024 * 1024,
             query_memory_bytes: 2 * 1024 * 1024 * 1024,
+            memory_pool_bytes: None,
             jwt_hs256_secret_file: None,
             jwt_rs256_public_key_file: None,
             jwt_issuer: None,
@@ -204,6 +240,16 @@ impl Config {
             query_timeout: (self.query_timeout_secs > 0)
                 .then(|| Duration::from_secs(self.query_timeout_secs)),
             max_result_bytes: (self.max_result_bytes > 0).then_some(self.max_result_bytes),
+        }
+    }
+
+    /// The bound of the memory all queries share, `None` for none: the
+    /// flag, or half of what the container (cgroup) or the machine has.
+    pub fn memory_pool_limit(&self) -> Option<usize> {
+        match self.memory_pool_bytes {
+            Some(0) => None,
+            Some(bytes) => Some(usize::try_from(bytes).unwrap_or(usize::MAX)),
+            None => available_memory().map(|bytes| bytes / 2),
         }
     }
 
@@ -359,5 +405,29 @@ mod tests {
     #[test]
     fn refresh_must_be_positive() {
         assert!(Config::try_parse_from(["adlake", "--refresh-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn the_memory_pool_defaults_to_half_of_what_the_process_has() {
+        let default = Config::try_parse_from(["adlake"]).unwrap();
+        let machine = available_memory().expect("this machine tells its memory");
+        assert_eq!(default.memory_pool_limit(), Some(machine / 2));
+        let none = Config::try_parse_from(["adlake", "--memory-pool-bytes", "0"]).unwrap();
+        assert_eq!(none.memory_pool_limit(), None);
+        let set = Config::try_parse_from(["adlake", "--memory-pool-bytes", "1000"]).unwrap();
+        assert_eq!(set.memory_pool_limit(), Some(1000));
+    }
+
+    #[test]
+    fn statement_limits_have_bounds() {
+        let c = Config::try_parse_from(["adlake", "--max-statement-bytes", "4096"]).unwrap();
+        assert_eq!(c.max_statement_bytes, 4096);
+        for bad in [
+            &["adlake", "--max-statement-bytes", "1"][..],
+            &["adlake", "--max-expression-depth", "0"],
+            &["adlake", "--max-expression-depth", "100000"],
+        ] {
+            assert!(Config::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

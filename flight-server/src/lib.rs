@@ -35,6 +35,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decode;
 pub mod demo;
 pub mod error;
 pub mod flight_sql;

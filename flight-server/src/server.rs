@@ -96,6 +96,13 @@ impl Server {
             Some(bytes) => engine.with_query_memory_limit(bytes),
             None => engine,
         };
+        let engine = match config.memory_pool_limit() {
+            Some(bytes) => {
+                tracing::info!(bytes, "query memory pool");
+                engine.with_memory_pool(bytes)
+            }
+            None => engine,
+        };
         let tls = tls_config(config)?;
 
         let (flight, flight_addr) = bind("flight", &config.flight_addr).await?;
@@ -149,13 +156,16 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
+        // One set of limits for every surface on the Flight port.
+        let limits = Arc::new(Limits::new(self.limits));
         let flight_service =
             AdlakeFlightSqlService::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator))
-                .with_limits(Limits::new(self.limits))
+                .with_shared_limits(Arc::clone(&limits))
                 .into_server();
         // adlake.v1 services, reflection and health share the Flight port.
         let grpc =
-            crate::grpc::AdlakeGrpc::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator));
+            crate::grpc::AdlakeGrpc::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator))
+                .with_limits(limits);
         let (metrics_service, catalog_service) = (grpc.metrics_server(), grpc.catalog_server());
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(adlake_proto::FILE_DESCRIPTOR_SET)
@@ -176,6 +186,7 @@ impl Server {
         }
         let mut flight = tokio::spawn(async move {
             builder
+                .layer(crate::decode::DecodeErrorsLayer)
                 .add_service(flight_service)
                 .add_service(metrics_service)
                 .add_service(catalog_service)

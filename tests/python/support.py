@@ -225,26 +225,30 @@ class Server:
 
 
 def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path, extra_args: list[str] | None = None) -> Server:
-    adlake = binary("adlake")
-    stderr_path = workdir / "adlake.stderr.log"
-    stderr_file = stderr_path.open("wb")
-    cmd = [
-        str(adlake),
-        "--warehouse", str(warehouse.root),
-        "--flight-addr", "127.0.0.1:0",
-        "--http-addr", "127.0.0.1:0",
-        "--auth-file", str(auth_file),
-        *(extra_args or []),
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=stderr_file,
-        env={**os.environ, "RUST_BACKTRACE": "1"},
-        cwd=workdir,
-    )
-    stderr_file.close()
+    args = ["--warehouse", str(warehouse.root), "--auth-file", str(auth_file), *(extra_args or [])]
+    return launch_adlake(args, cwd=workdir, stderr_path=workdir / "adlake.stderr.log")
+
+
+def launch_adlake(
+    args: list[str],
+    cwd: Path,
+    stderr_path: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = STARTUP_TIMEOUT_S,
+) -> Server:
+    """`adlake ARGS` on free loopback ports (`--flight-addr` and `--http-addr`
+    port 0) in `cwd`, once it printed its ready line and /readyz answers 200;
+    the test fails with the server's output otherwise."""
+    cmd = [str(binary("adlake")), *args, "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
+    with stderr_path.open("wb") as stderr_file:
+        process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            env=env if env is not None else {**os.environ, "RUST_BACKTRACE": "1"},
+            cwd=cwd,
+        )
     server = Server(process=process, stderr_path=stderr_path)
     STARTED_SERVERS.append(server)
 
@@ -264,13 +268,13 @@ def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path, extra_arg
 
     def give_up(why: str) -> None:
         server.stop()
-        pytest.fail(f"`{' '.join(cmd)}`: {why}\n{server.describe()}", pytrace=False)
+        pytest.fail(f"`{' '.join(cmd)}` in {cwd}: {why}\n{server.describe()}", pytrace=False)
 
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            give_up(f"no ready line within {STARTUP_TIMEOUT_S:.0f}s")
+            give_up(f"no ready line within {timeout_s:.0f}s")
         try:
             line = lines.get(timeout=min(remaining, 0.5))
         except queue.Empty:
@@ -293,7 +297,7 @@ def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path, extra_arg
         if process.poll() is not None:
             give_up("exited while waiting for /readyz")
         if time.monotonic() > deadline:
-            give_up(f"/readyz not 200 within {STARTUP_TIMEOUT_S:.0f}s")
+            give_up(f"/readyz not 200 within {timeout_s:.0f}s")
         time.sleep(0.2)
     return server
 

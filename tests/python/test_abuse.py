@@ -155,7 +155,102 @@ def test_a_burst_of_hostile_statements_leaves_the_server_answering(
     finally:
         stop.set()
         watcher.join()
-    assert all("max expression depth" in o for o in outcomes), outcomes[:3]
+    # Each is refused by the depth limit, or (past the caller's 8 query
+    # slots, which planning takes too) by the per-caller cap.
+    assert all("max expression depth" in o or "ResourceExhausted" in o for o in outcomes), outcomes[:3]
+    assert any("max expression depth" in o for o in outcomes), outcomes[:3]
     assert not failures, failures[0]
     assert answered, "the bystander got no answer during the burst"
     assert_alive(server, bystander)
+
+
+# --------------------------------------------------------------------------
+# Statements that parse and plan fine but ask for too much: each must end
+# within the limits (a strict server's here: 3 s, 64 MiB of working memory
+# per query, 16 MiB of result), with a refusal that says which, and the
+# server must keep answering.
+# --------------------------------------------------------------------------
+
+LIMIT_STATUSES = {3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED"}
+LIMIT_WORDS = ("InvalidArgument", "DeadlineExceeded", "ResourceExhausted")
+
+
+@pytest.fixture(scope="module")
+def strict_server(warehouse, principals: Principals, tmp_path_factory):
+    from support import start_server, write_auth_file
+
+    workdir = tmp_path_factory.mktemp("strict-server")
+    auth_file = workdir / "auth.toml"
+    write_auth_file(auth_file, principals.all())
+    srv = start_server(
+        warehouse,
+        auth_file,
+        workdir,
+        ["--query-timeout-secs", "3", "--query-memory-bytes", str(64 << 20), "--max-result-bytes", str(16 << 20)],
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def strict_hostile(strict_server: Server, principals: Principals):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    from support import adbc_db_kwargs
+
+    conn = flightsql.connect(strict_server.flight_uri, db_kwargs=adbc_db_kwargs(token=principals.a.token), autocommit=True)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # generate_series-style explosion: a hundred billion rows.
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
+        # Cartesian join of the caller's own rows, streamed.
+        "SELECT * FROM ad_performance a, ad_performance b",
+        # Cartesian join aggregated: no row leaves until it is done.
+        "SELECT count(*), sum(a.spend * b.spend) FROM ad_performance a, ad_performance b, ad_performance c",
+        # A recursive CTE that never stops.
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r",
+        # A full sort of a big cross join (a window over all of it): past
+        # the query's memory share, its time or its result size.
+        "SELECT a.ad_name, b.campaign_name, row_number() OVER (ORDER BY a.ad_name, b.campaign_name) AS n "
+        "FROM ad_performance a, ad_performance b",
+    ],
+)
+def test_statements_that_ask_for_too_much_end_within_the_limits(strict_hostile, strict_server: Server, sql: str):
+    started = time.monotonic()
+    with pytest.raises(adbc_dbapi.Error) as err:
+        query(strict_hostile, sql)
+    text = str(err.value)
+    vendor = getattr(err.value, "vendor_code", None)
+    assert vendor in LIMIT_STATUSES or any(w in text for w in LIMIT_WORDS), f"{sql}: {text}"
+    # Well inside the client's own call timeout: the server ended it.
+    assert time.monotonic() - started < 60, f"{sql}: took {time.monotonic() - started:.1f}s"
+    assert_alive(strict_server, strict_hostile)
+
+
+@pytest.mark.parametrize(
+    ("sql", "check"),
+    [
+        # Rust's regex engine is linear: no catastrophic backtracking.
+        ("SELECT count(*) AS n FROM ad_performance WHERE regexp_like(ad_name || repeat('a', 200), '(a*)*b')", None),
+        ("SELECT count(*) AS n FROM ad_performance WHERE ad_name LIKE '%a%a%a%a%a%a%a%a%a%a%b'", None),
+        ("SELECT " + ", ".join(f"{i} AS c{i}" for i in range(3000)), 3000),
+        (
+            "SELECT count(*) AS n FROM (SELECT 1 AS x) t0 "
+            + " ".join(f"JOIN (SELECT 1 AS x{i}) t{i} ON t{i}.x{i} = t0.x" for i in range(1, 16)),
+            None,
+        ),
+        ("SELECT length(repeat('x', 1000000)) AS n", None),
+    ],
+)
+def test_costly_but_bounded_statements_are_answered(strict_hostile, strict_server: Server, sql: str, check):
+    got = query(strict_hostile, sql)
+    if check is not None:
+        assert got.num_columns == check
+    else:
+        assert got.num_rows == 1
+    assert_alive(strict_server, strict_hostile)

@@ -27,12 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
 import pytest
-from adbc_driver_manager import AdbcStatusCode
 from adbc_driver_manager import dbapi as adbc_dbapi
 
 from support import (
     CALL_TIMEOUT_S,
-    GRPC_STATUS,
     CLIENT_TABLES,
     DEMO_CLIENTS,
     FACT_TABLES,
@@ -44,7 +42,6 @@ from support import (
     adbc_db_kwargs,
     assert_adbc_error,
     command_statement_query,
-    grpc_status_of,
     pb_fields,
     query,
 )

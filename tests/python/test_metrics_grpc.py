@@ -18,7 +18,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from support import CALL_TIMEOUT_S, REPO, Oracle, Principals, Server, Warehouse, pb_fields, query
+from support import (
+    CALL_TIMEOUT_S,
+    REPO,
+    Oracle,
+    Principals,
+    Server,
+    Warehouse,
+    adbc_db_kwargs,
+    pb_fields,
+    query,
+    start_server,
+    write_auth_file,
+)
 
 PROTO_ROOT = REPO / "proto" / "proto"
 END_DATE = "2026-10-31"
@@ -172,3 +184,60 @@ def test_bad_questions_are_invalid_argument_naming_the_item(pb, metrics_stub, pr
     with pytest.raises(grpc.RpcError) as err:
         ask(metrics_stub, messages, "not-a-token", ["ctr"], [])
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/adlake.v1.MetricsService/QueryMetrics", "/adlake.v1.MetricsService/ListMetrics", "/grpc.health.v1.Health/Check"],
+)
+@pytest.mark.parametrize("body", [b"\xff\xff\xff\xff", b"\x0a\x80\x80\x80\x80\x10", b"\x12\x05ab"])
+def test_an_undecodable_request_is_invalid_argument_with_a_request_id(
+    server: Server, principals: Principals, method: str, body: bytes
+):
+    # Bytes that are no protobuf message (a bad tag, a length past the end,
+    # a truncated field): the caller's mistake, not the server's.
+    with grpc.insecure_channel(server.flight_addr) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            call(body, metadata=auth(principals.agency.token), timeout=CALL_TIMEOUT_S)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.value.code(), err.value.details())
+    assert "does not decode" in err.value.details(), err.value.details()
+    metadata = dict(err.value.trailing_metadata() or []) | dict(err.value.initial_metadata() or [])
+    assert metadata.get("x-request-id"), metadata
+    status, _ = server.http_get("/healthz")
+    assert status == 200
+
+
+def test_grpc_calls_count_against_the_same_rate_as_flight_sql(
+    pb, warehouse: Warehouse, principals: Principals, tmp_path: Path
+):
+    # One set of limits for every surface: a burst of two, refilled at one
+    # request every 100 s, so nothing refills during the test. Two gRPC
+    # calls use the caller's burst; its third call, and then its Flight SQL
+    # query, are refused with a retry-after; another caller is untouched.
+    import adbc_driver_flightsql.dbapi as flightsql
+    from adbc_driver_manager import dbapi as adbc_dbapi
+
+    messages, stubs = pb
+    auth_file = tmp_path / "auth.toml"
+    write_auth_file(auth_file, principals.all())
+    srv = start_server(warehouse, auth_file, tmp_path, ["--rate-limit", "0.01", "--rate-burst", "2"])
+    try:
+        with grpc.insecure_channel(srv.flight_addr) as channel:
+            stub = stubs.MetricsServiceStub(channel)
+            for _ in range(2):
+                stub.ListMetrics(messages.ListMetricsRequest(), metadata=auth(principals.a.token), timeout=CALL_TIMEOUT_S)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.QueryMetrics(
+                    messages.QueryMetricsRequest(metrics=["spend"]), metadata=auth(principals.a.token), timeout=CALL_TIMEOUT_S
+                )
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+            metadata = dict(err.value.trailing_metadata() or []) | dict(err.value.initial_metadata() or [])
+            assert int(metadata.get("retry-after", "0")) >= 1, metadata
+            stub.ListMetrics(messages.ListMetricsRequest(), metadata=auth(principals.b.token), timeout=CALL_TIMEOUT_S)
+        with flightsql.connect(srv.flight_uri, db_kwargs=adbc_db_kwargs(token=principals.a.token)) as conn:
+            with pytest.raises(adbc_dbapi.Error) as refused:
+                query(conn, "SELECT 1 AS one")
+            assert "ResourceExhausted" in str(refused.value) or "RESOURCE_EXHAUSTED" in str(refused.value), refused.value
+    finally:
+        srv.stop()

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
 import shlex
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -36,12 +34,11 @@ import pytest
 
 from support import (
     INGEST_TIMEOUT_S,
-    READY_LINE,
-    STARTED_SERVERS,
     STARTUP_TIMEOUT_S,
     Server,
     adbc_db_kwargs,
     binary,
+    launch_adlake,
     query,
     tail,
 )
@@ -301,60 +298,13 @@ class Started:
 
 
 def start_adlake(workdir: Path, args: list[str], timeout_s: float, log_name: str) -> Started:
-    """`adlake ARGS --flight-addr 127.0.0.1:0 --http-addr 127.0.0.1:0` in
-    `workdir`, until its ready line and /readyz."""
-    cmd = [str(binary("adlake")), *args, "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
+    """`adlake ARGS` on free ports in `workdir`, with none of the caller's
+    ADLAKE_* settings, until its ready line and /readyz."""
     stderr_path = workdir.parent / f"{workdir.name}.{log_name}.stderr.log"
     started_at = time.monotonic()
-    with stderr_path.open("wb") as stderr_file:
-        process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr_file, env=clean_env(), cwd=workdir
-        )
-    server = Server(process=process, stderr_path=stderr_path)
-    STARTED_SERVERS.append(server)
+    server = launch_adlake(args, cwd=workdir, stderr_path=stderr_path, env=clean_env(), timeout_s=timeout_s)
     OWN_SERVERS.append(server)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            server.stdout_lines.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, name="adlake-readme-stdout", daemon=True).start()
-
-    def give_up(why: str) -> None:
-        server.stop()
-        pytest.fail(f"`{shlex.join(cmd)}` in {workdir}: {why}\n{server.describe()}", pytrace=False)
-
-    deadline = started_at + timeout_s
-    while not server.flight_addr:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            give_up(f"no ready line within {timeout_s:.0f}s")
-        try:
-            line = lines.get(timeout=min(remaining, 0.5))
-        except queue.Empty:
-            continue
-        if line is None:
-            process.wait(timeout=10)
-            give_up("exited before printing the ready line")
-        m = READY_LINE.match(line)
-        if m:
-            server.flight_addr, server.http_addr = m["flight"], m["http"]
-    while True:
-        try:
-            if server.http_get("/readyz", timeout=2)[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None:
-            give_up("exited while waiting for /readyz")
-        if time.monotonic() > deadline:
-            give_up(f"/readyz not 200 within {timeout_s:.0f}s")
-        time.sleep(0.2)
+    cmd = [str(binary("adlake")), *args, "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"]
     return Started(server, stderr_path.read_text(errors="replace"), time.monotonic() - started_at, cmd)
 
 

@@ -114,6 +114,15 @@ impl AdlakeFlightSqlService {
         self
     }
 
+    /// The same service enforcing `limits` shared with other services of
+    /// the server (the gRPC `adlake.v1` services), so a caller's rate and
+    /// query slots count across all of them.
+    #[must_use]
+    pub fn with_shared_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The gRPC service: the service behind its [front](AdlakeFlightService)
     /// (envelope checks, request ids, call spans), with the decoding limit
     /// raised to [`MAX_DECODING_MESSAGE_SIZE`].
@@ -253,10 +262,17 @@ impl AdlakeFlightSqlService {
         sql: &str,
     ) -> Result<Arc<Described>, Status> {
         tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, "describing");
-        self.engine
-            .describe(&principal.scope, sql)
-            .await
-            .map_err(|err| engine_status(&err, call.id))
+        // Planning is work of the caller's like running: it takes one of its
+        // query slots and counts against the query timeout.
+        let _permit = self.limits.start_query(&principal.name)?;
+        let describing = self.engine.describe(&principal.scope, sql);
+        let described = match self.limits.settings().query_timeout {
+            Some(limit) => tokio::time::timeout(limit, describing)
+                .await
+                .map_err(|_| limits::timed_out(limit))?,
+            None => describing.await,
+        };
+        described.map_err(|err| engine_status(&err, call.id))
     }
 
     /// Describes `sql`'s result for the caller: the schema, and one
@@ -305,11 +321,16 @@ impl AdlakeFlightSqlService {
             .get("x-adlake-cache")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bypass"));
         tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, bypass, "running");
-        let (batches, _) = self
-            .engine
-            .execute_sql(&principal.scope, sql, bypass)
-            .await
-            .map_err(|err| engine_status(&err, call.id))?;
+        // Planning (when the statement is not in the memo) and physical
+        // planning are inside the query's deadline too.
+        let starting = self.engine.execute_sql(&principal.scope, sql, bypass);
+        let started_stream = match self.limits.settings().query_timeout {
+            Some(limit) => tokio::time::timeout(limit, starting)
+                .await
+                .map_err(|_| limits::timed_out(limit))?,
+            None => starting.await,
+        };
+        let (batches, _) = started_stream.map_err(|err| engine_status(&err, call.id))?;
         // The advertised schema is sent first, so a client gets it even for an
         // empty result, and it is the schema of every batch.
         let schema = batches.schema();

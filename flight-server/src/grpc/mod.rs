@@ -32,12 +32,17 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, parse_authorization};
 use crate::error::{RequestId, engine_status};
+use crate::limits::Limits;
 
 /// Both `adlake.v1` services over one engine and one authenticator.
 #[derive(Clone)]
 pub struct AdlakeGrpc {
     engine: Arc<Engine>,
     authenticator: Arc<dyn Authenticator>,
+    /// The same limits as Flight SQL's (one set per server): rate per
+    /// caller on every call, query slots and the query timeout on the
+    /// calls that run queries.
+    limits: Arc<Limits>,
 }
 
 impl AdlakeGrpc {
@@ -47,6 +52,31 @@ impl AdlakeGrpc {
         Self {
             engine,
             authenticator,
+            limits: Arc::new(Limits::unlimited()),
+        }
+    }
+
+    /// The same services under `limits`, shared with the Flight SQL
+    /// service so a caller's rate and query slots count across both.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Runs `work`, a call that queries the engine, in one of `caller`'s
+    /// query slots and within the query timeout.
+    async fn in_query_slot<T>(
+        &self,
+        caller: &str,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let _permit = self.limits.start_query(caller)?;
+        match self.limits.settings().query_timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(crate::limits::timed_out(limit))),
+            None => work.await,
         }
     }
 
@@ -60,7 +90,14 @@ impl AdlakeGrpc {
         pb::catalog_service_server::CatalogServiceServer::new(self.clone())
     }
 
+    /// The caller's scope, after counting this call against its rate.
     fn scope(&self, metadata: &MetadataMap) -> Result<Scope, Status> {
+        self.caller(metadata).map(|(_, scope)| scope)
+    }
+
+    /// The caller's name and scope, after counting this call against its
+    /// rate.
+    fn caller(&self, metadata: &MetadataMap) -> Result<(String, Scope), Status> {
         let value = metadata
             .get("authorization")
             .ok_or_else(|| {
@@ -70,13 +107,13 @@ impl AdlakeGrpc {
             .map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
         let credential =
             parse_authorization(value).map_err(|e| Status::unauthenticated(e.to_string()))?;
-        self.authenticator
+        let principal = self
+            .authenticator
             .authenticate(credential.token())
-            .map(|p| {
-                tracing::Span::current().record("principal", p.name.as_str());
-                p.scope
-            })
-            .ok_or_else(|| Status::unauthenticated("invalid token"))
+            .ok_or_else(|| Status::unauthenticated("invalid token"))?;
+        tracing::Span::current().record("principal", principal.name.as_str());
+        self.limits.check_rate(&principal.name)?;
+        Ok((principal.name, principal.scope))
     }
 }
 
@@ -311,15 +348,18 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
         request: Request<pb::QueryMetricsRequest>,
     ) -> Result<Response<pb::QueryMetricsResponse>, Status> {
         serve("QueryMetrics", request, |id, request| async move {
-            let scope = self.scope(request.metadata())?;
+            let (caller, scope) = self.caller(request.metadata())?;
             let request = request.into_inner();
             let bypass = request.bypass_cache;
             let query = metric_query(request)?;
             let (result, status) = self
-                .engine
-                .query_metrics(&scope, &query, bypass)
-                .await
-                .map_err(|e| engine_status(&e, id))?;
+                .in_query_slot(&caller, async {
+                    self.engine
+                        .query_metrics(&scope, &query, bypass)
+                        .await
+                        .map_err(|e| engine_status(&e, id))
+                })
+                .await?;
             Ok(Response::new(response(&result, status)))
         })
         .await
@@ -387,20 +427,25 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
         request: Request<pb::GetFreshnessRequest>,
     ) -> Result<Response<pb::GetFreshnessResponse>, Status> {
         serve("GetFreshness", request, |id, request| async move {
-            let scope = self.scope(request.metadata())?;
-            let rows = self
-                .engine
-                .freshness(&scope)
-                .await
-                .map_err(|e| engine_status(&e, id))?;
+            let (caller, scope) = self.caller(request.metadata())?;
             let now = self.engine.now();
-            // Yesterday is at most two days back from today in UTC, whatever
-            // the client's time zone.
-            let landings = self
-                .engine
-                .landings(&scope, now.date_naive() - Days::new(2))
-                .await
-                .map_err(|e| engine_status(&e, id))?;
+            let (rows, landings) = self
+                .in_query_slot(&caller, async {
+                    let rows = self
+                        .engine
+                        .freshness(&scope)
+                        .await
+                        .map_err(|e| engine_status(&e, id))?;
+                    // Yesterday is at most two days back from today in UTC,
+                    // whatever the client's time zone.
+                    let landings = self
+                        .engine
+                        .landings(&scope, now.date_naive() - Days::new(2))
+                        .await
+                        .map_err(|e| engine_status(&e, id))?;
+                    Ok((rows, landings))
+                })
+                .await?;
             let sources = rows
                 .into_iter()
                 .map(|f| {
