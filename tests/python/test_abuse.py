@@ -254,3 +254,65 @@ def test_costly_but_bounded_statements_are_answered(strict_hostile, strict_serve
     else:
         assert got.num_rows == 1
     assert_alive(strict_server, strict_hostile)
+
+
+def test_two_hundred_connections_of_malformed_requests_leave_the_server_answering(server: Server, bystander):
+    # 200 connections at once: half send bytes that are not HTTP/2 at all,
+    # half valid gRPC calls whose bodies do not decode (Flight SQL's
+    # GetFlightInfo and the metrics service). Every gRPC call is refused
+    # as the caller's fault; the bystander is answered throughout.
+    import socket
+
+    import grpc
+
+    host, port = server.flight_addr.rsplit(":", 1)
+    stop = threading.Event()
+    answered: list[str] = []
+    failures: list[BaseException] = []
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            try:
+                assert_alive(server, bystander)
+            except BaseException as err:  # noqa: BLE001 - reported by the test thread
+                failures.append(err)
+                return
+            answered.append("ok")
+            time.sleep(0.05)
+
+    def garbage(i: int) -> str:
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(bytes((i * 7 + k) % 256 for k in range(4096)))
+            try:
+                while s.recv(4096):
+                    pass
+            except OSError:
+                pass
+        return "closed"
+
+    def undecodable(i: int) -> str:
+        method = ["/arrow.flight.protocol.FlightService/GetFlightInfo", "/adlake.v1.MetricsService/QueryMetrics"][i % 2]
+        with grpc.insecure_channel(server.flight_addr) as channel:
+            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+            try:
+                call(b"\xff" * (i % 64 + 1), timeout=30)
+            except grpc.RpcError as err:
+                return err.code().name
+        return "answered"
+
+    watcher = threading.Thread(target=keep_asking)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(200) as pool:
+            raw_calls = [pool.submit(garbage, i) for i in range(100)]
+            grpc_calls = [pool.submit(undecodable, i) for i in range(100)]
+            raw = [f.result() for f in raw_calls]
+            codes = [f.result() for f in grpc_calls]
+    finally:
+        stop.set()
+        watcher.join()
+    assert raw == ["closed"] * 100
+    assert set(codes) == {"INVALID_ARGUMENT"}, sorted(set(codes))
+    assert not failures, failures[0]
+    assert answered, "the bystander got no answer during the burst"
+    assert_alive(server, bystander)
