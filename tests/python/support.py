@@ -181,6 +181,17 @@ def write_auth_file(path: Path, principals: list[Principal]) -> None:
 # --------------------------------------------------------------------------
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; waits for the process to go."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -215,13 +226,7 @@ class Server:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 def start_server(warehouse: Warehouse, auth_file: Path, workdir: Path, extra_args: list[str] | None = None) -> Server:

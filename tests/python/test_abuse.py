@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from adbc_driver_manager import dbapi as adbc_dbapi
@@ -34,6 +36,35 @@ def assert_alive(server: Server, conn) -> None:
     assert status == 200, (status, body)
     assert server.process.poll() is None, server.describe()
     assert query(conn, "SELECT 41 + 1 AS answer").column("answer").to_pylist() == [42]
+
+
+@contextmanager
+def bystander_asking(server: Server, bystander) -> Iterator[list[str]]:
+    """While the block runs, a bystander keeps asking for /healthz and a
+    small query (no timing asserted: the benchmarks measure that); yields
+    the answers it got, and fails the test if one was not an answer."""
+    stop = threading.Event()
+    answered: list[str] = []
+    failures: list[BaseException] = []
+
+    def keep_asking() -> None:
+        while not stop.is_set():
+            try:
+                assert_alive(server, bystander)
+            except BaseException as err:  # noqa: BLE001 - reported by the test thread
+                failures.append(err)
+                return
+            answered.append("ok")
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=keep_asking)
+    watcher.start()
+    try:
+        yield answered
+    finally:
+        stop.set()
+        watcher.join()
+    assert not failures, failures[0]
 
 
 @pytest.fixture(scope="module")
@@ -125,22 +156,7 @@ def test_a_burst_of_hostile_statements_leaves_the_server_answering(
     # answered (no timing asserted: the benchmarks measure that).
     hostile = [adbc_connect(principals.a) for _ in range(12)]
     sql = chain((MAX_STATEMENT_BYTES - 64) // 2)
-    stop = threading.Event()
-    answered: list[str] = []
-    failures: list[BaseException] = []
 
-    def keep_asking() -> None:
-        while not stop.is_set():
-            try:
-                assert_alive(server, bystander)
-            except BaseException as err:  # noqa: BLE001 - reported by the test thread
-                failures.append(err)
-                return
-            answered.append("ok")
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=keep_asking)
-    watcher.start()
 
     def attack(conn) -> str:
         try:
@@ -149,17 +165,13 @@ def test_a_burst_of_hostile_statements_leaves_the_server_answering(
             return str(err)
         return "answered"
 
-    try:
+    with bystander_asking(server, bystander) as answered:
         with ThreadPoolExecutor(len(hostile)) as pool:
             outcomes = list(pool.map(attack, hostile * 2))
-    finally:
-        stop.set()
-        watcher.join()
     # Each is refused by the depth limit, or (past the caller's 8 query
     # slots, which planning takes too) by the per-caller cap.
     assert all("max expression depth" in o or "ResourceExhausted" in o for o in outcomes), outcomes[:3]
     assert any("max expression depth" in o for o in outcomes), outcomes[:3]
-    assert not failures, failures[0]
     assert answered, "the bystander got no answer during the burst"
     assert_alive(server, bystander)
 
@@ -266,19 +278,6 @@ def test_two_hundred_connections_of_malformed_requests_leave_the_server_answerin
     import grpc
 
     host, port = server.flight_addr.rsplit(":", 1)
-    stop = threading.Event()
-    answered: list[str] = []
-    failures: list[BaseException] = []
-
-    def keep_asking() -> None:
-        while not stop.is_set():
-            try:
-                assert_alive(server, bystander)
-            except BaseException as err:  # noqa: BLE001 - reported by the test thread
-                failures.append(err)
-                return
-            answered.append("ok")
-            time.sleep(0.05)
 
     def garbage(i: int) -> str:
         with socket.create_connection((host, int(port)), timeout=10) as s:
@@ -300,19 +299,13 @@ def test_two_hundred_connections_of_malformed_requests_leave_the_server_answerin
                 return err.code().name
         return "answered"
 
-    watcher = threading.Thread(target=keep_asking)
-    watcher.start()
-    try:
+    with bystander_asking(server, bystander) as answered:
         with ThreadPoolExecutor(200) as pool:
             raw_calls = [pool.submit(garbage, i) for i in range(100)]
             grpc_calls = [pool.submit(undecodable, i) for i in range(100)]
             raw = [f.result() for f in raw_calls]
             codes = [f.result() for f in grpc_calls]
-    finally:
-        stop.set()
-        watcher.join()
     assert raw == ["closed"] * 100
     assert set(codes) == {"INVALID_ARGUMENT"}, sorted(set(codes))
-    assert not failures, failures[0]
     assert answered, "the bystander got no answer during the burst"
     assert_alive(server, bystander)

@@ -42,7 +42,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from support import Principal, Warehouse, binary, start_server, tail, write_auth_file
+from support import Principal, Warehouse, binary, start_server, stop_process, tail, write_auth_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -100,13 +100,7 @@ class Proc:
         return f"--- {self.name} (pid {self.process.pid}, {state}), {self.log.name} tail ---\n{text}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 @dataclass
