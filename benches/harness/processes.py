@@ -39,7 +39,7 @@ def binary(bin_dir: Path, name: str) -> Path:
     path = bin_dir / name
     if not path.is_file() or not os.access(path, os.X_OK):
         raise HarnessError(
-            f"binary {path} not found; build it first (`cargo build --release --bin adlake "
+            f"binary {path} not found; build it first (`cargo build --release --workspace --bin adlake "
             f"--bin adlake-ingest --bin adlake-load`, or `cargo build --workspace --bins --tests` for target/debug) "
             f"or pass --bin-dir"
         )

@@ -39,6 +39,7 @@ pub mod cache;
 pub mod catalog;
 pub mod error;
 mod guard;
+pub mod lanes;
 pub mod memo;
 pub mod memory;
 pub mod metrics;

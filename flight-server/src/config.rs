@@ -86,6 +86,13 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_MEMORY_POOL_BYTES")]
     pub memory_pool_bytes: Option<u64>,
 
+    /// Execution lanes: queries run in their caller's lane, a set of worker
+    /// threads of its own, so a caller keeps its share of the CPU however
+    /// many queries another caller runs (callers share lanes past this
+    /// many).
+    #[arg(long, env = "ADLAKE_EXECUTION_LANES", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub execution_lanes: u16,
+
     /// Also accept HS256 JWTs signed with the secret in this file (at least
     /// 32 bytes); the `clients` claim lists the caller's clients.
     #[arg(
@@ -205,6 +212,7 @@ impl Config {
             max_result_bytes: 4 * 1024 * 1024 * 1024,
             query_memory_bytes: 2 * 1024 * 1024 * 1024,
             memory_pool_bytes: None,
+            execution_lanes: 8,
             jwt_hs256_secret_file: None,
             jwt_rs256_public_key_file: None,
             jwt_issuer: None,

@@ -103,6 +103,13 @@ impl Server {
             }
             None => engine,
         };
+        let lanes = adlake_engine::lanes::LaneSettings {
+            lanes: usize::from(config.execution_lanes),
+            ..Default::default()
+        };
+        if !adlake_engine::lanes::configure(lanes) {
+            tracing::debug!(?lanes, "execution lanes were set before; kept");
+        }
         let tls = tls_config(config)?;
 
         let (flight, flight_addr) = bind("flight", &config.flight_addr).await?;

@@ -323,7 +323,17 @@ impl AdlakeFlightSqlService {
         tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, bypass, "running");
         // Planning (when the statement is not in the memo) and physical
         // planning are inside the query's deadline too.
-        let starting = self.engine.execute_sql(&principal.scope, sql, bypass);
+        // It runs in the caller's execution lane: its share of the CPU.
+        let starting = {
+            let (engine, scope, sql) = (
+                Arc::clone(&self.engine),
+                principal.scope.clone(),
+                sql.to_owned(),
+            );
+            adlake_engine::lanes::stream(&principal.name, async move {
+                engine.execute_sql(&scope, &sql, bypass).await
+            })
+        };
         let started_stream = match self.limits.settings().query_timeout {
             Some(limit) => tokio::time::timeout(limit, starting)
                 .await

@@ -354,10 +354,12 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
             let query = metric_query(request)?;
             let (result, status) = self
                 .in_query_slot(&caller, async {
-                    self.engine
-                        .query_metrics(&scope, &query, bypass)
-                        .await
-                        .map_err(|e| engine_status(&e, id))
+                    let engine = Arc::clone(&self.engine);
+                    adlake_engine::lanes::run(&caller, async move {
+                        engine.query_metrics(&scope, &query, bypass).await
+                    })
+                    .await
+                    .map_err(|e| engine_status(&e, id))
                 })
                 .await?;
             Ok(Response::new(response(&result, status)))
@@ -431,19 +433,18 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
             let now = self.engine.now();
             let (rows, landings) = self
                 .in_query_slot(&caller, async {
-                    let rows = self
-                        .engine
-                        .freshness(&scope)
-                        .await
-                        .map_err(|e| engine_status(&e, id))?;
-                    // Yesterday is at most two days back from today in UTC,
-                    // whatever the client's time zone.
-                    let landings = self
-                        .engine
-                        .landings(&scope, now.date_naive() - Days::new(2))
-                        .await
-                        .map_err(|e| engine_status(&e, id))?;
-                    Ok((rows, landings))
+                    let engine = Arc::clone(&self.engine);
+                    adlake_engine::lanes::run(&caller, async move {
+                        let rows = engine.freshness(&scope).await?;
+                        // Yesterday is at most two days back from today in
+                        // UTC, whatever the client's time zone.
+                        let landings = engine
+                            .landings(&scope, now.date_naive() - Days::new(2))
+                            .await?;
+                        Ok((rows, landings))
+                    })
+                    .await
+                    .map_err(|e| engine_status(&e, id))
                 })
                 .await?;
             let sources = rows
