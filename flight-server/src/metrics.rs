@@ -352,9 +352,56 @@ pub fn observe_query(kind: &str, status: &str, elapsed: Duration, rows: u64) {
     m.rows.inc_by(rows);
 }
 
-/// Records a failed call of a Flight SQL or gRPC method.
-pub fn observe_failure(method: &str, code: tonic::Code) {
-    observe_query(method, &status_name(code), Duration::ZERO, 0);
+/// Records a failed call of a Flight SQL or gRPC method, `elapsed` after
+/// it came in.
+pub fn observe_failure(method: &str, code: tonic::Code, elapsed: Duration) {
+    observe_query(method, &status_name(code), elapsed, 0);
+}
+
+/// One query's record, written when its answer is over: streamed to the
+/// end (`ok`), failed (its status), or dropped before the end
+/// (`cancelled`), with the rows it streamed and its time from the first
+/// byte of the call to the last of the answer.
+#[must_use = "the query is recorded when this is dropped"]
+pub struct QueryRecord {
+    kind: &'static str,
+    started: std::time::Instant,
+    rows: u64,
+    status: Option<String>,
+}
+
+impl QueryRecord {
+    /// A query of `kind` whose call came in at `started`.
+    pub fn new(kind: &'static str, started: std::time::Instant) -> Self {
+        Self {
+            kind,
+            started,
+            rows: 0,
+            status: None,
+        }
+    }
+
+    /// Counts rows the caller was sent.
+    pub fn streamed(&mut self, rows: usize) {
+        self.rows = self.rows.saturating_add(rows as u64);
+    }
+
+    /// The answer ended with all its rows.
+    pub fn finished(&mut self) {
+        self.status.get_or_insert_with(|| "ok".to_owned());
+    }
+
+    /// The answer ended with `code`.
+    pub fn failed(&mut self, code: tonic::Code) {
+        self.status.get_or_insert_with(|| status_name(code));
+    }
+}
+
+impl Drop for QueryRecord {
+    fn drop(&mut self) {
+        let status = self.status.as_deref().unwrap_or("cancelled");
+        observe_query(self.kind, status, self.started.elapsed(), self.rows);
+    }
 }
 
 /// `InvalidArgument` -> `invalid_argument`.
@@ -684,7 +731,11 @@ mod tests {
         cache_event("hit");
         observe_table("ad_performance", Some(4), 10, 12_345);
         set_freshness_lag("acme", "google_ads", 3600.0);
-        observe_failure("get_flight_info", tonic::Code::PermissionDenied);
+        observe_failure(
+            "get_flight_info",
+            tonic::Code::PermissionDenied,
+            Duration::from_millis(2),
+        );
         observe_cache(&adlake_engine::cache::CacheStats {
             hits: 5,
             misses: 2,

@@ -453,3 +453,29 @@ def assert_adbc_error(err: BaseException, statuses: set[str], message: str | Non
     assert getattr(err, "status_code", None) in adbc_statuses, f"ADBC status {err.status_code!r}: {err}"
     if message is not None:
         assert re.search(message, str(err), re.IGNORECASE), f"message should match /{message}/i: {err}"
+
+
+PROMETHEUS_SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+
+
+def metric_samples(body: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of a Prometheus text page, keyed by name and labels."""
+    out = {}
+    for line in body.splitlines():
+        m = PROMETHEUS_SAMPLE.match(line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
+            out[(m["name"], labels)] = float(m["value"])
+    return out
+
+
+def metric_value(found: dict, name: str, **labels: str) -> float:
+    key = (name, frozenset(labels.items()))
+    assert key in found, f"{name}{labels} not in /metrics: {sorted(k for k in found if k[0] == name)}"
+    return found[key]
+
+
+def scrape(server: Server) -> dict[tuple[str, frozenset], float]:
+    status, body = server.http_get("/metrics")
+    assert status == 200, body[:500]
+    return metric_samples(body)

@@ -11,6 +11,7 @@ import datetime
 import importlib
 import math
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -26,8 +27,11 @@ from support import (
     Server,
     Warehouse,
     adbc_db_kwargs,
+    command_statement_query,
+    metric_value,
     pb_fields,
     query,
+    scrape,
     start_server,
     write_auth_file,
 )
@@ -240,4 +244,94 @@ def test_grpc_calls_count_against_the_same_rate_as_flight_sql(
                 query(conn, "SELECT 1 AS one")
             assert "ResourceExhausted" in str(refused.value) or "RESOURCE_EXHAUSTED" in str(refused.value), refused.value
     finally:
+        srv.stop()
+
+
+def test_query_rows_and_latency_are_recorded_when_the_answer_is_over(
+    pb, metrics_stub, server: Server, principals: Principals
+):
+    # adlake_query_rows_total grows by exactly the rows each answer streamed,
+    # over Flight SQL and over gRPC, and the latency histogram holds the
+    # time to the answer's last batch: a caller who reads slowly makes the
+    # query last longer.
+    import pyarrow.flight as flight
+
+    messages, _ = pb
+    before = scrape(server)
+    rows_before = metric_value(before, "adlake_query_rows_total")
+    # Absent until the first SQL query has been recorded.
+    sql_seconds_before = before.get(("adlake_query_duration_seconds_sum", frozenset({("kind", "sql")})), 0.0)
+
+    # 3,000,001 rows, far more than the transport buffers, read with a pause
+    # after the first batch.
+    n = 3_000_001
+    client = flight.FlightClient(server.flight_uri)
+    options = flight.FlightCallOptions(
+        headers=[(b"authorization", f"Bearer {principals.agency.token}".encode())], timeout=CALL_TIMEOUT_S
+    )
+    try:
+        info = client.get_flight_info(
+            flight.FlightDescriptor.for_command(command_statement_query(f"SELECT value FROM generate_series(1, {n})")),
+            options,
+        )
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        streamed = reader.read_chunk().data.num_rows
+        pause_s = 1.5
+        time.sleep(pause_s)
+        streamed += reader.read_all().num_rows
+    finally:
+        client.close()
+    assert streamed == n
+
+    response = ask(metrics_stub, messages, principals.agency.token, ["impressions", "clicks"], ["client_id", "platform"])
+    assert len(response.rows) > 1
+
+    # The record is written when the stream has ended on the server, just
+    # after the client saw its end.
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(server)
+        grown = metric_value(after, "adlake_query_rows_total") - rows_before
+        if grown >= n + len(response.rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert grown == n + len(response.rows), f"rows total grew by {grown}"
+    assert metric_value(after, "adlake_query_duration_seconds_sum", kind="sql") - sql_seconds_before >= pause_s
+    assert metric_value(after, "adlake_queries_total", kind="metric", status="ok") >= 1
+
+
+def test_grpc_queries_take_the_callers_query_slots_like_flight_sql(
+    pb, warehouse: Warehouse, principals: Principals, tmp_path: Path
+):
+    # One query at a time per caller: while client A's Flight SQL answer is
+    # held (a stream it does not read), A's gRPC QueryMetrics is refused
+    # with RESOURCE_EXHAUSTED and a retry hint; B's is answered.
+    import pyarrow.flight as flight
+
+    messages, stubs = pb
+    auth_file = tmp_path / "auth.toml"
+    write_auth_file(auth_file, principals.all())
+    srv = start_server(warehouse, auth_file, tmp_path, ["--max-concurrent-queries-per-caller", "1"])
+    client = flight.FlightClient(srv.flight_uri)
+    options = flight.FlightCallOptions(
+        headers=[(b"authorization", f"Bearer {principals.a.token}".encode())], timeout=CALL_TIMEOUT_S
+    )
+    try:
+        big = "SELECT a.campaign_name, b.ad_name FROM ad_performance a CROSS JOIN ad_performance b"
+        info = client.get_flight_info(flight.FlightDescriptor.for_command(command_statement_query(big)), options)
+        held = client.do_get(info.endpoints[0].ticket, options)
+        held.read_chunk()
+        with grpc.insecure_channel(srv.flight_addr) as channel:
+            stub = stubs.MetricsServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                ask(stub, messages, principals.a.token, ["clicks"], ["platform"])
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+            assert "limit of 1 queries at once" in err.value.details(), err.value.details()
+            metadata = dict(err.value.trailing_metadata() or []) | dict(err.value.initial_metadata() or [])
+            assert int(metadata.get("retry-after", "0")) >= 1, metadata
+            answered = ask(stub, messages, principals.b.token, ["clicks"], ["platform"])
+            assert len(answered.rows) >= 1
+        held.cancel()
+    finally:
+        client.close()
         srv.stop()

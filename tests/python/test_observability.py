@@ -14,30 +14,11 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from support import Principals, Server, Warehouse, query
-
-SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
-
+from support import Principals, Server, Warehouse, metric_value as value, metric_samples as samples, query
 
 @pytest.fixture(scope="module")
 def agency_conn(adbc_connect, principals: Principals):
     return adbc_connect(principals.agency)
-
-
-def samples(body: str) -> dict[tuple[str, frozenset], float]:
-    out = {}
-    for line in body.splitlines():
-        m = SAMPLE.match(line)
-        if m:
-            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m["labels"] or ""))
-            out[(m["name"], labels)] = float(m["value"])
-    return out
-
-
-def value(found: dict, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in found, f"{name}{labels} not in /metrics: {sorted(k for k in found if k[0] == name)}"
-    return found[key]
 
 
 def test_http_metrics_are_prometheus_text(server: Server, agency_conn):

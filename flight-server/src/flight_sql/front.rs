@@ -130,6 +130,7 @@ where
     F: Future<Output = Result<Response<R>, Status>>,
 {
     let id = RequestId::new();
+    let started = std::time::Instant::now();
     let span = call_span(id, rpc);
     request.extensions_mut().insert(id);
     let result = handler(request, span.clone())
@@ -148,7 +149,7 @@ where
             // comes untagged was refused here or by the dispatcher.
             if status.metadata().get(REQUEST_ID_HEADER).is_none() {
                 log_failure(id, rpc, None, &status);
-                crate::metrics::observe_failure(rpc, status.code());
+                crate::metrics::observe_failure(rpc, status.code(), started.elapsed());
                 id.tag(status.metadata_mut());
             }
             Err(status)

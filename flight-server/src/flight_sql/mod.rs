@@ -71,6 +71,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
 use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
 use crate::limits::{self, Limits, QueryPermit};
+use crate::metrics::QueryRecord;
 use adlake_engine::StatementLimits;
 use params::Placeholders;
 
@@ -353,12 +354,14 @@ impl AdlakeFlightSqlService {
         let settings = self.limits.settings();
         let batches = limited(
             batches,
-            permit,
+            Running {
+                permit,
+                record: QueryRecord::new("sql", call.started),
+            },
             settings.query_timeout.map(|limit| (started + limit, limit)),
             settings.max_result_bytes,
             (call.id, call.method, call.principal.clone()),
         );
-        crate::metrics::observe_query("sql", "ok", started.elapsed(), 0);
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -434,27 +437,39 @@ impl AdlakeFlightSqlService {
     }
 }
 
+/// What a running query holds until its answer is over: its concurrency
+/// slot, and its record for the query metrics.
+struct Running {
+    permit: QueryPermit,
+    record: QueryRecord,
+}
+
 /// A result stream under the query limits: it ends with `DeadlineExceeded`
 /// once `deadline` passes and with `ResourceExhausted` once more than
-/// `max_bytes` went out, and holds `permit` (the query's concurrency slot)
-/// until it ends.
+/// `max_bytes` went out, holds the query's slot until it ends, and records
+/// the query (rows streamed, outcome, time to the last batch) when it ends
+/// or is dropped.
 fn limited(
     batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-    permit: QueryPermit,
+    running: Running,
     deadline: Option<(tokio::time::Instant, std::time::Duration)>,
     max_bytes: Option<u64>,
     (id, method, who): (RequestId, &'static str, Option<String>),
 ) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
-    /// `None` once the stream has ended: the query's plan (and the work it
-    /// spawned) and its slots go as soon as it ends, whether or not the
-    /// caller lets go of the stream.
-    struct Running<S> {
-        batches: Pin<Box<S>>,
-        _permit: QueryPermit,
-    }
     struct State<S> {
-        running: Option<Running<S>>,
+        /// `None` once the stream has ended: the query's plan (and the work
+        /// it spawned) and its slot go as soon as it ends, whether or not
+        /// the caller lets go of the stream.
+        batches: Option<Pin<Box<S>>>,
+        permit: Option<QueryPermit>,
+        record: QueryRecord,
         bytes: u64,
+    }
+    impl<S> State<S> {
+        fn end(&mut self) {
+            self.batches = None;
+            self.permit = None;
+        }
     }
     let fail = move |status: Status| {
         log_failure(id, method, who.as_deref(), &status);
@@ -462,46 +477,57 @@ fn limited(
         id.tag(status.metadata_mut());
         Err(FlightError::Tonic(Box::new(status)))
     };
+    let Running { permit, record } = running;
     let state = State {
-        running: Some(Running {
-            batches: Box::pin(batches),
-            _permit: permit,
-        }),
+        batches: Some(Box::pin(batches)),
+        permit: Some(permit),
+        record,
         bytes: 0,
     };
     stream::unfold(state, move |mut state| {
         let fail = fail.clone();
         async move {
-            let running = state.running.as_mut()?;
+            let batches = state.batches.as_mut()?;
             let next = match deadline {
-                Some((at, limit)) => {
-                    match tokio::time::timeout_at(at, running.batches.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            state.running = None;
-                            return Some((fail(limits::timed_out(limit)), state));
-                        }
+                Some((at, limit)) => match tokio::time::timeout_at(at, batches.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        state.end();
+                        state.record.failed(tonic::Code::DeadlineExceeded);
+                        return Some((fail(limits::timed_out(limit)), state));
                     }
-                }
-                None => running.batches.next().await,
+                },
+                None => batches.next().await,
             };
             match next {
-                // Ending drops `state`, and the query with it.
-                None => None,
+                // Ending drops `state`, the query and its record with it.
+                None => {
+                    state.record.finished();
+                    None
+                }
                 Some(Ok(batch)) => {
                     state.bytes = state
                         .bytes
                         .saturating_add(batch.get_array_memory_size() as u64);
                     match max_bytes {
                         Some(max) if state.bytes > max => {
-                            state.running = None;
+                            state.end();
+                            state.record.failed(tonic::Code::ResourceExhausted);
                             Some((fail(limits::result_too_large(max)), state))
                         }
-                        _ => Some((Ok(batch), state)),
+                        _ => {
+                            state.record.streamed(batch.num_rows());
+                            Some((Ok(batch), state))
+                        }
                     }
                 }
                 Some(Err(err)) => {
-                    state.running = None;
+                    state.end();
+                    let code = match &err {
+                        FlightError::Tonic(status) => status.code(),
+                        _ => tonic::Code::Internal,
+                    };
+                    state.record.failed(code);
                     Some((Err(err), state))
                 }
             }
@@ -639,6 +665,8 @@ struct Call {
     id: RequestId,
     method: &'static str,
     principal: Option<String>,
+    /// When the call came in.
+    started: std::time::Instant,
 }
 
 impl Call {
@@ -653,13 +681,14 @@ impl Call {
             id,
             method,
             principal: None,
+            started: std::time::Instant::now(),
         }
     }
 
     /// Logs a failed call and tags its status with the request id.
     fn fail(&self, mut status: Status) -> Status {
         log_failure(self.id, self.method, self.principal.as_deref(), &status);
-        crate::metrics::observe_failure(self.method, status.code());
+        crate::metrics::observe_failure(self.method, status.code(), self.started.elapsed());
         self.id.tag(status.metadata_mut());
         status
     }

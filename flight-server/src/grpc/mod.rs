@@ -129,6 +129,7 @@ where
     F: Future<Output = Result<Response<R>, Status>>,
 {
     let id = RequestId::new();
+    let started = std::time::Instant::now();
     let span = crate::flight_sql::call_span(id, rpc);
     span.record("method", rpc);
     let result = handler(id, request).instrument(span.clone()).await;
@@ -140,7 +141,7 @@ where
         }
         Err(mut status) => {
             crate::flight_sql::log_failure(id, rpc, None, &status);
-            crate::metrics::observe_failure(rpc, status.code());
+            crate::metrics::observe_failure(rpc, status.code(), started.elapsed());
             id.tag(status.metadata_mut());
             Err(status)
         }
@@ -348,6 +349,7 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
         request: Request<pb::QueryMetricsRequest>,
     ) -> Result<Response<pb::QueryMetricsResponse>, Status> {
         serve("QueryMetrics", request, |id, request| async move {
+            let started = std::time::Instant::now();
             let (caller, scope) = self.caller(request.metadata())?;
             let request = request.into_inner();
             let bypass = request.bypass_cache;
@@ -362,7 +364,12 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
                     .map_err(|e| engine_status(&e, id))
                 })
                 .await?;
-            Ok(Response::new(response(&result, status)))
+            let answer = response(&result, status);
+            // A failure is recorded by `serve`, with its status.
+            let mut record = crate::metrics::QueryRecord::new("metric", started);
+            record.streamed(answer.rows.len());
+            record.finished();
+            Ok(Response::new(answer))
         })
         .await
     }
