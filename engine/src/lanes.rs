@@ -121,14 +121,16 @@ where
     let (started, first) = oneshot::channel();
     let (batches, received) = mpsc::channel(AHEAD);
     let task = Aborting(Some(ticket.handle.clone().spawn(async move {
-        let _ticket = ticket;
         let (mut query, extra) = match start.await {
             Ok(answer) => answer,
             Err(err) => {
+                // The lane is free before the caller hears of the error.
+                drop(ticket);
                 let _ = started.send(Err(err));
                 return;
             }
         };
+        let _ticket = ticket;
         if started.send(Ok((query.schema(), extra))).is_err() {
             return;
         }
@@ -432,7 +434,6 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(err, Error::InvalidSql(_)), "{err:?}");
-        tokio::task::yield_now().await;
         let busy: usize = callers_per_lane().iter().sum();
         // Other tests may hold lanes; this caller holds none.
         let held = lanes()

@@ -37,6 +37,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod clock;
 pub mod error;
 mod guard;
 pub mod lanes;
@@ -115,7 +116,7 @@ pub struct Engine {
     ready: AtomicBool,
     cache: ResultCache,
     metrics_config: Arc<metrics::MetricsConfig>,
-    clock: Option<chrono::DateTime<chrono::Utc>>,
+    clock: clock::Clock,
     /// Bytes each query may hold in DataFusion's memory pool (sorts,
     /// joins, aggregations spill or fail past it); `None`: unbounded.
     query_memory_bytes: Option<usize>,
@@ -139,9 +140,9 @@ pub struct EngineOptions {
     pub cache_bytes: u64,
     /// Per-client time zones and custom metrics.
     pub metrics_config: metrics::MetricsConfig,
-    /// A fixed "now" for relative date ranges (reproducible reports and
-    /// tests); `None`: the system clock.
-    pub clock: Option<chrono::DateTime<chrono::Utc>>,
+    /// "Now" for relative date ranges and SQL's `now()`/`current_date`:
+    /// the system clock, or a fixed one (reproducible reports and tests).
+    pub clock: clock::Clock,
     /// Bounds on a statement's size and depth, checked before planning.
     pub statement_limits: StatementLimits,
 }
@@ -151,7 +152,7 @@ impl Default for EngineOptions {
         Self {
             cache_bytes: cache::DEFAULT_CACHE_BYTES,
             metrics_config: metrics::MetricsConfig::default(),
-            clock: None,
+            clock: clock::Clock::system(),
             statement_limits: StatementLimits::default(),
         }
     }
@@ -164,6 +165,9 @@ pub struct Query {
     schema: SchemaRef,
     versions: BTreeMap<String, Option<u64>>,
     scans: Arc<ScanStats>,
+    /// Why the answer depends on when it is asked (`now()`, a relative
+    /// `metric_query` range, …): such an answer is never cached.
+    time_dependent: Option<String>,
 }
 
 impl Engine {
@@ -308,7 +312,7 @@ impl Engine {
 
     /// Now, for relative date ranges: the fixed clock when one is set.
     pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.clock.unwrap_or_else(chrono::Utc::now)
+        self.clock.now()
     }
 
     /// The configured time zone of a client (UTC when none is set).
@@ -374,6 +378,7 @@ impl Engine {
         Ok(Arc::new(Described {
             schema: query.schema(),
             parameter_types: query.parameter_types()?,
+            time_dependent: query.time_dependent.is_some(),
             versions: query.versions,
         }))
     }
@@ -393,11 +398,11 @@ impl Engine {
             return Ok((query.execute().await?, CacheStatus::Bypass));
         }
         let question = memo::normalize(sql);
-        let Some(described) = self
+        let described = self
             .memo
             .get(scope, &question, |t| self.version_now(t))
-            .await
-        else {
+            .await;
+        let Some(described) = described.filter(|d| !d.time_dependent) else {
             let query = self.plan(scope, sql).await?;
             return self.execute_cached(scope, sql, query, false).await;
         };
@@ -425,7 +430,9 @@ impl Engine {
         query: Query,
         bypass: bool,
     ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
-        if bypass {
+        // An answer for another instant must never be served: computed
+        // live each time, neither read from the cache nor stored.
+        if bypass || query.time_dependent.is_some() {
             return Ok((query.execute().await?, CacheStatus::Bypass));
         }
         let key = sql_cache_key(scope, memo::normalize(sql), query.table_versions().clone());
@@ -587,7 +594,7 @@ impl Engine {
         let text = sql.to_owned();
         // Parsing and planning recurse over the statement: on a planning
         // thread, off the runtime's workers (see `planner`).
-        let (frame, versions) = planner::run(move |runtime| {
+        let (frame, versions, time_dependent) = planner::run(move |runtime| {
             let statement = guard::read_only_statement(&text, &limits)?;
             let plan = runtime
                 .block_on(state.statement_to_plan(statement))
@@ -599,8 +606,9 @@ impl Engine {
                 .verify_plan(&plan)
                 .map_err(|e| Error::ReadOnly(e.strip_backtrace()))?;
             let versions = tables_read(&plan, &snapshots);
+            let time_dependent = time_dependent(&plan);
             let frame = with_transport_types(DataFrame::new(state, plan))?;
-            Ok((frame, versions))
+            Ok((frame, versions, time_dependent))
         })
         .await?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -609,6 +617,7 @@ impl Engine {
             schema,
             versions,
             scans: Arc::clone(&self.scans),
+            time_dependent,
         };
         // A statement whose parameter types cannot be told is described by
         // planning it each time, which reports why.
@@ -617,6 +626,7 @@ impl Engine {
                 schema: query.schema(),
                 parameter_types,
                 versions: query.versions.clone(),
+                time_dependent: query.time_dependent.is_some(),
             };
             self.memo
                 .insert(scope, memo::normalize(sql), described)
@@ -677,9 +687,12 @@ impl Engine {
             Arc::new(metrics::sql::MetricQueryFunction::new(
                 scope.clone(),
                 Arc::clone(&self.metrics_config),
-                self.clock,
+                self.clock.clone(),
             )),
         );
+        // `now()`, `current_date` and `current_timestamp` read the
+        // engine's clock too: one instant for the whole statement.
+        state.execution_props_mut().query_execution_start_time = Some(self.now());
         Ok(state)
     }
 }
@@ -867,6 +880,43 @@ fn tables_read(
         Ok(TreeNodeRecursion::Continue)
     });
     read
+}
+
+/// Why `plan`'s answer depends on when it is computed, if it does: a
+/// function that is not immutable (`now()`, `current_date`, `random()`,
+/// …; DataFusion folds the stable ones to the statement's instant), or a
+/// `metric_query` over a relative date range (resolved at the clock when
+/// the statement is planned).
+fn time_dependent(plan: &LogicalPlan) -> Option<String> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Volatility;
+    let mut why = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            let relative = datafusion::datasource::source_as_provider(&scan.source)
+                .ok()
+                .and_then(|p| {
+                    p.downcast_ref::<metrics::sql::MetricTable>()
+                        .and_then(|t| t.relative_range().map(str::to_owned))
+                });
+            if let Some(range) = relative {
+                why = Some(format!("metric_query over the relative range '{range}'"));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    why = Some(format!("{}()", f.func.name()));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    why
 }
 
 /// Ends the plan in a projection to client-readable types, if needed.

@@ -37,6 +37,8 @@ pub struct Described {
     pub parameter_types: Vec<Option<DataType>>,
     /// The Delta version of every table the plan reads.
     pub versions: BTreeMap<String, Option<u64>>,
+    /// Whether the answer depends on when it is asked (never cached).
+    pub time_dependent: bool,
 }
 
 impl Described {

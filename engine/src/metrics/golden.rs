@@ -188,7 +188,7 @@ async fn golden_engine(dir: &Path) -> Engine {
     .await;
     let options = EngineOptions {
         metrics_config: MetricsConfig::from_toml_str(CONFIG).unwrap(),
-        clock: Some("2026-01-06T03:00:00Z".parse().unwrap()),
+        clock: crate::clock::Clock::fixed("2026-01-06T03:00:00Z".parse().unwrap()),
         ..Default::default()
     };
     Engine::open_with(dir.to_str().unwrap(), options)

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -60,13 +60,13 @@ fn usage_error(message: impl std::fmt::Display) -> DataFusionError {
 pub struct MetricQueryFunction {
     scope: Scope,
     config: Arc<MetricsConfig>,
-    clock: Option<DateTime<Utc>>,
+    clock: crate::clock::Clock,
 }
 
 impl MetricQueryFunction {
     /// The function for a caller in `scope`; relative ranges are resolved
-    /// at `clock`, or at the time of the call when `None`.
-    pub fn new(scope: Scope, config: Arc<MetricsConfig>, clock: Option<DateTime<Utc>>) -> Self {
+    /// at `clock`.
+    pub fn new(scope: Scope, config: Arc<MetricsConfig>, clock: crate::clock::Clock) -> Self {
         Self {
             scope,
             config,
@@ -179,13 +179,8 @@ impl TableFunctionImpl for MetricQueryFunction {
             .map(|(i, e)| text_arg(i, e))
             .collect::<Result<Vec<_>>>()?;
         let query = query_of_args(&args)?;
-        let prepared = prepare(
-            &query,
-            &self.scope,
-            &self.config,
-            self.clock.unwrap_or_else(Utc::now),
-        )
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let prepared = prepare(&query, &self.scope, &self.config, self.clock.now())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let fields: Vec<Field> = prepared
             .columns()
             .iter()
@@ -198,9 +193,14 @@ impl TableFunctionImpl for MetricQueryFunction {
                 Field::new(&c.name, data_type, true)
             })
             .collect();
+        let relative_range = match &query.range {
+            DateRange::Relative(name) => Some(name.clone()),
+            _ => None,
+        };
         Ok(Arc::new(MetricTable {
             schema: Arc::new(Schema::new(fields)),
             prepared: Arc::new(prepared),
+            relative_range,
         }))
     }
 }
@@ -213,12 +213,20 @@ impl TableFunctionImpl for MetricQueryFunction {
 pub struct MetricTable {
     schema: SchemaRef,
     prepared: Arc<Prepared>,
+    /// The relative range the dates were resolved from, if they were.
+    relative_range: Option<String>,
 }
 
 impl MetricTable {
     /// The tables the answer reads (for the result cache's key).
     pub fn tables(&self) -> Vec<&'static str> {
         self.prepared.tables()
+    }
+
+    /// The relative range (`yesterday`, …) its dates were resolved from at
+    /// planning, if they were: the answer changes with the clock.
+    pub fn relative_range(&self) -> Option<&str> {
+        self.relative_range.as_deref()
     }
 }
 

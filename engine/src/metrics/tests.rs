@@ -159,6 +159,10 @@ expression = "conversion_value - spend"
 "#;
 
 async fn fixture(cache_bytes: u64) -> (tempfile::TempDir, Engine) {
+    fixture_at(cache_bytes, crate::clock::Clock::system()).await
+}
+
+async fn fixture_at(cache_bytes: u64, clock: crate::clock::Clock) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path();
     write(
@@ -262,6 +266,7 @@ async fn fixture(cache_bytes: u64) -> (tempfile::TempDir, Engine) {
     let options = EngineOptions {
         cache_bytes,
         metrics_config: MetricsConfig::from_toml_str(CONFIG).unwrap(),
+        clock,
         ..Default::default()
     };
     let engine = Engine::open_with(w.to_str().unwrap(), options)
@@ -828,4 +833,47 @@ async fn byte_bound_evicts() {
     assert!(stats.bytes <= 64 * 1024, "{stats:?}");
     assert!(stats.evictions > 0, "{stats:?}");
     assert!(stats.entries < 10, "{stats:?}");
+}
+
+#[tokio::test]
+async fn time_relative_statements_are_answered_for_the_instant_they_are_asked() {
+    // Noon in New York (acme's zone) on 1 February, then on 3 February: the
+    // same statements must give each day's yesterday, never the answer
+    // cached the day before. acme's clicks: 40 on 31 January, 30 on
+    // 2 February (the fixture).
+    let clock = crate::clock::Clock::fixed("2026-02-01T17:00:00Z".parse().unwrap());
+    let (_dir, engine) = fixture_at(1 << 20, clock.clone()).await;
+    let statements = [
+        "SELECT sum(clicks) AS c FROM ad_performance WHERE date = current_date - INTERVAL '1 day'",
+        "SELECT CAST(sum(clicks) AS BIGINT) AS c FROM ad_performance \
+         WHERE CAST(date AS TIMESTAMP) >= date_trunc('day', now()) - INTERVAL '1 day' \
+         AND CAST(date AS TIMESTAMP) < date_trunc('day', now())",
+        "SELECT CAST(clicks AS BIGINT) AS c FROM metric_query('clicks', '', 'yesterday')",
+    ];
+    let run = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            let (stream, status) = engine.execute_sql(&acme(), sql, false).await.unwrap();
+            let batches: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(stream).await.unwrap();
+            let c = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                batches[0].column(0),
+            )
+            .value(0);
+            (c, status)
+        }
+    };
+    for sql in statements {
+        for _ in 0..2 {
+            assert_eq!(run(sql).await, (40, CacheStatus::Bypass), "{sql}");
+        }
+    }
+    clock.set("2026-02-03T17:00:00Z".parse().unwrap());
+    for sql in statements {
+        assert_eq!(run(sql).await, (30, CacheStatus::Bypass), "{sql}");
+    }
+    // A statement that does not depend on the time is still cached.
+    let fixed = "SELECT sum(clicks) AS c FROM ad_performance WHERE date = DATE '2026-02-02'";
+    assert_eq!(run(fixed).await, (30, CacheStatus::Miss));
+    assert_eq!(run(fixed).await, (30, CacheStatus::Hit));
 }
