@@ -11,7 +11,10 @@
 //! [[client.source]]
 //! platform = "google_ads"             # google_ads, meta_ads, tiktok_ads, linkedin_ads, ga4, shopify
 //! accounts = ["1234567890"]
-//! credentials = "northwind-google"    # a [credentials.NAME] table of the secrets file
+//! credentials = "northwind-google"    # a [credentials.NAME] table of the secrets file;
+//!                                     # without it the source is file-only: `adlake-ingest
+//!                                     # file` ingests its saved payloads, `run` and the
+//!                                     # worker skip it, `backfill` refuses it
 //! lookback_days = 7                   # re-pull this many days before yesterday
 //! currency = "USD"                    # the account currency, where reports lack it
 //! # endpoint = "https://googleads.googleapis.com"   # override of the API base URL
@@ -72,7 +75,7 @@ struct RawClient {
 struct RawSource {
     platform: Spanned<String>,
     accounts: Spanned<Vec<String>>,
-    credentials: Spanned<String>,
+    credentials: Option<Spanned<String>>,
     lookback_days: Option<Spanned<u32>>,
     currency: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
@@ -86,8 +89,10 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// Account ids (customer ids, ad accounts, advertisers, properties, shops).
     pub accounts: Vec<String>,
-    /// Name of the credentials in the secrets file.
-    pub credentials: String,
+    /// Name of the credentials in the secrets file; `None` for a file-only
+    /// source, whose data comes only from saved payloads (`adlake-ingest
+    /// file`) and which is never fetched.
+    pub credentials: Option<String>,
     /// Days before yesterday that every run re-pulls.
     pub lookback_days: u32,
     /// The account currency, where reports lack it.
@@ -218,10 +223,12 @@ impl Config {
                         "accounts must list at least one non-empty account id".to_owned(),
                     ));
                 }
-                if s.credentials.get_ref().trim().is_empty() {
+                if let Some(c) = &s.credentials
+                    && c.get_ref().trim().is_empty()
+                {
                     return Err(err(
-                        Some(s.credentials.span()),
-                        "credentials must name an entry of the secrets file".to_owned(),
+                        Some(c.span()),
+                        "credentials must name an entry of the secrets file (leave it out for a file-only source)".to_owned(),
                     ));
                 }
                 let lookback_days = match &s.lookback_days {
@@ -275,7 +282,7 @@ impl Config {
                 sources.push(SourceConfig {
                     kind,
                     accounts: s.accounts.get_ref().clone(),
-                    credentials: s.credentials.get_ref().clone(),
+                    credentials: s.credentials.as_ref().map(|c| c.get_ref().clone()),
                     lookback_days,
                     currency,
                     endpoint,

@@ -11,7 +11,7 @@
 
 pub mod cli;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,12 +88,13 @@ pub fn client_yesterday(client: &ClientConfig, now: DateTime<Utc>) -> NaiveDate 
 }
 
 /// Every (client, source) job due at `now`: yesterday in the client's time
-/// zone and the source's lookback window before it.
+/// zone and the source's lookback window before it. File-only sources
+/// (without credentials) are never fetched, so they have no due job.
 pub fn due_jobs(config: &Config, now: DateTime<Utc>) -> Vec<Job> {
     let mut jobs = Vec::new();
     for client in &config.clients {
         let to = client_yesterday(client, now);
-        for source in &client.sources {
+        for source in client.sources.iter().filter(|s| s.credentials.is_some()) {
             let from = to
                 .checked_sub_days(Days::new(u64::from(source.lookback_days)))
                 .unwrap_or(to);
@@ -143,6 +144,12 @@ pub fn backfill_jobs(
     let s = c.sources.iter().find(|s| s.kind == source).ok_or_else(|| {
         Error::InvalidConfig(format!("client '{client}' has no source '{source}'"))
     })?;
+    if s.credentials.is_none() {
+        return Err(Error::InvalidConfig(format!(
+            "client '{client}' source '{source}' has no credentials: it is file-only \
+             (`adlake-ingest file`); set `credentials` in its [[client.source]] to pull it"
+        )));
+    }
     if since > until {
         return Err(Error::InvalidConfig(format!(
             "--since {since} is after --until {until}"
@@ -262,19 +269,24 @@ impl Ingestor {
         let mut request_ids = Vec::new();
         let mut failure = None;
         let calls = CallStats::default();
-        match self.secrets.credentials(&job.source.credentials) {
+        let cred_key = job.source.credentials.as_deref();
+        match cred_key.map(|name| (name, self.secrets.credentials(name))) {
             None => {
                 failure = Some(format!(
-                    "{source_key}: credentials '{}' are not in the secrets file or environment",
-                    job.source.credentials
+                    "{source_key}: the source has no credentials (file-only); set `credentials` in its [[client.source]] to pull it"
                 ));
             }
-            Some(creds) => {
+            Some((name, None)) => {
+                failure = Some(format!(
+                    "{source_key}: credentials '{name}' are not in the secrets file or environment"
+                ));
+            }
+            Some((name, Some(creds))) => {
                 for account in &job.source.accounts {
                     let ctx = FetchContext {
                         http: &self.http,
                         source_key: source_key.clone(),
-                        cred_key: job.source.credentials.clone(),
+                        cred_key: name.to_owned(),
                         creds: &creds,
                         base_url: job.source.endpoint.replace("{account}", account),
                         parse: self.parse_context(&job.source, account),
@@ -372,6 +384,19 @@ impl Ingestor {
             to: job.to,
             clicks_within_impressions: kind.clicks_within_impressions(),
         };
+        if !parsed.unmapped.is_empty() {
+            // Schema drift: fields the mapping does not read, ignored.
+            let fields = parsed
+                .unmapped
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            info!(
+                client = %job.client.id, source = %kind, %run_id, %fields,
+                "the payloads carry fields outside the mapping; they were ignored"
+            );
+        }
         let (good, mut rejects) = validate(parsed.records, &rules);
         rejects.splice(0..0, parsed.rejects);
         let good = merge(good);
@@ -445,14 +470,23 @@ impl Ingestor {
         }
         let dates: BTreeSet<NaiveDate> = parsed.records.iter().map(Record::date).collect();
         let (Some(from), Some(to)) = (dates.first().copied(), dates.last().copied()) else {
+            // Nothing to write: the slice is held, and every distinct reason
+            // is named so the user can fix the files or the configuration.
+            let mut why: BTreeMap<&str, usize> = BTreeMap::new();
+            for r in &parsed.rejects {
+                *why.entry(r.reason.as_str()).or_default() += 1;
+            }
+            let why = if why.is_empty() {
+                "the files hold no records".to_owned()
+            } else {
+                why.iter()
+                    .map(|(reason, n)| format!("{n}x {reason}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             return Err(Error::InvalidConfig(format!(
-                "no usable record in the files ({} rejected: {})",
+                "no usable record in the files ({} rejected: {why})",
                 parsed.rejects.len(),
-                parsed
-                    .rejects
-                    .first()
-                    .map(|r| r.reason.as_str())
-                    .unwrap_or("the files hold no records")
             )));
         };
         let job = Job {

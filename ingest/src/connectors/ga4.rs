@@ -24,7 +24,10 @@ pub const DIMENSIONS: [&str; 6] = [
 ];
 /// Metrics asked for.
 pub const METRICS: [&str; 4] = ["sessions", "engagedSessions", "keyEvents", "totalRevenue"];
-/// The keys of a report row.
+/// The keys of a report row. A column the report was not asked for, or a
+/// row key besides these, is schema drift: recorded in [`Parsed::unmapped`]
+/// and ignored (columns are read by header name, so an extra one cannot
+/// shift the others).
 pub const ROW_FIELDS: [&str; 2] = ["dimensionValues", "metricValues"];
 /// Rows per page.
 pub const PAGE_ROWS: u64 = 10_000;
@@ -74,28 +77,18 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    // A column the report was not asked for makes every row carry an
-    // unknown field; a row with a key besides its two value lists too.
-    let unknown_header = dims
-        .iter()
-        .find(|d| !DIMENSIONS.contains(&d.as_str()))
-        .or_else(|| mets.iter().find(|m| !METRICS.contains(&m.as_str())));
     let mut parsed = Parsed::default();
+    if !rows.is_empty() {
+        parsed.unmapped.extend(
+            dims.iter()
+                .filter(|d| !DIMENSIONS.contains(&d.as_str()))
+                .chain(mets.iter().filter(|m| !METRICS.contains(&m.as_str())))
+                .cloned(),
+        );
+    }
     for row in &rows {
-        let item = parse_row(row, &dims, &mets, currency.as_deref(), ctx).and_then(|record| {
-            let unknown = unknown_header.cloned().or_else(|| {
-                row.as_object().and_then(|o| {
-                    o.keys()
-                        .find(|k| !ROW_FIELDS.contains(&k.as_str()))
-                        .cloned()
-                })
-            });
-            match unknown {
-                Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
-                None => Ok(record),
-            }
-        });
-        parsed.push(item.map(Record::Session));
+        parsed.note_unmapped(row, &ROW_FIELDS);
+        parsed.push(parse_row(row, &dims, &mets, currency.as_deref(), ctx).map(Record::Session));
     }
     Ok(Page {
         parsed,

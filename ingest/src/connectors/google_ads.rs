@@ -31,7 +31,8 @@ pub fn query(from: chrono::NaiveDate, to: chrono::NaiveDate) -> String {
 /// Fields a result row may carry, as the API names them: those the GAQL
 /// [`query`] selects (camel case, nested per resource) and the
 /// `resourceName` the API adds to every resource it returns. Anything else
-/// in a row is an unknown field: the record goes to quarantine.
+/// in a row is schema drift: recorded in [`Parsed::unmapped`] and ignored,
+/// never a reason to drop the row.
 pub const KNOWN_FIELDS: [&str; 20] = [
     "customer.resourceName",
     "customer.id",
@@ -86,8 +87,8 @@ pub fn api_error(error: &Value) -> ApiError {
             let code = e
                 .get("errorCode")
                 .and_then(Value::as_object)
-                .and_then(|o| o.iter().next())
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .and_then(error_code)
+                .map(|(k, v)| format!("{k}={v}"))
                 .unwrap_or_default();
             let text = e.get("message").and_then(Value::as_str).unwrap_or_default();
             message.push_str(&format!("; {code}: {text}"));
@@ -111,6 +112,19 @@ pub fn api_error(error: &Value) -> ApiError {
         _ => Verdict::Fail(message),
     };
     ApiError { verdict }
+}
+
+/// The one set case of a GoogleAdsFailure `errorCode` (a oneof:
+/// `{"queryError": "UNRECOGNIZED_FIELD"}`): a `...Error` key with an enum
+/// name, else the first key with a string value; other keys are ignored.
+fn error_code(code: &serde_json::Map<String, Value>) -> Option<(&str, &str)> {
+    let cases = || {
+        code.iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+    };
+    cases()
+        .find(|(k, _)| k.ends_with("Error"))
+        .or_else(|| cases().next())
 }
 
 fn classify(reply: &Reply) -> Verdict {
@@ -171,9 +185,8 @@ pub fn parse_stream(body: &[u8], ctx: &ParseContext) -> Result<(Parsed, Vec<Stri
             .into_iter()
             .flatten()
         {
-            parsed.push(
-                super::reject_unknown(parse_row(row, ctx), row, &KNOWN_FIELDS).map(Record::Ad),
-            );
+            parsed.note_unmapped(row, &KNOWN_FIELDS);
+            parsed.push(parse_row(row, ctx).map(Record::Ad));
         }
     }
     Ok((parsed, request_ids))

@@ -7,19 +7,30 @@
 //! in `pivotValues`. LinkedIn's hierarchy is campaign group > campaign >
 //! creative: a campaign is an ad group here, and the campaign id stands for
 //! the campaign when no campaign group URN is given.
+//!
+//! LinkedIn returns a metric only when the request's `fields` parameter
+//! names it (without `fields`, only `impressions` and `clicks`), so a
+//! record without `costInLocalCurrency` comes from a request that did not
+//! ask for it: its spend is unknown, not zero. The fetch names every field
+//! the parser reads ([`FIELDS`]). A saved payload without the field (the
+//! Airbyte campaign analytics sample carries only `costInUsd`) is read from
+//! `costInUsd` when the account's currency is USD, where the two are the
+//! same amount; for any other currency the record goes to quarantine with a
+//! reason that says how to get the cost (never a zero spend, and never USD
+//! written as the account's currency).
 
 use serde_json::Value;
 
 use super::{
-    AdRow, FetchContext, Fetched, ParseContext, Parsed, Record, Reject, SourceKind, Utm, at,
-    count_field, float_field, json_body, money_field, or_zero,
+    AdRow, FetchContext, Fetched, FieldError, ParseContext, Parsed, Record, Reject, SourceKind,
+    Utm, at, count_field, float_field, json_body, money_field, or_zero,
 };
 use crate::http::{Call, SourceError, classify_status, url_encode};
 
 /// The `LinkedIn-Version` header value.
 pub const API_VERSION: &str = "202405";
 
-/// The `fields` the fetch asks for.
+/// The `fields` the fetch asks for: every field the parser reads.
 pub const FIELDS: [&str; 7] = [
     "dateRange",
     "pivotValues",
@@ -31,9 +42,10 @@ pub const FIELDS: [&str; 7] = [
 ];
 
 /// Fields a row may carry besides [`FIELDS`]: the older single pivot, the
-/// USD cost (known, never read), and documented analytics metrics that
-/// saved reports of other tools ask for (known and ignored). Anything else
-/// is an unknown field.
+/// USD cost (read only for a USD account whose row lacks the local cost),
+/// and documented analytics metrics that saved reports of other tools ask
+/// for (known and ignored). Anything else is schema drift: recorded in
+/// [`Parsed::unmapped`] and ignored, never a reason to drop the row.
 pub const OTHER_KNOWN_FIELDS: [&str; 17] = [
     "pivot",
     "pivotValue",
@@ -71,19 +83,10 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .and_then(Value::as_array)
         .ok_or("missing 'elements' array in the analytics page")?;
     let mut parsed = Parsed::default();
+    let known: Vec<&str> = FIELDS.iter().chain(&OTHER_KNOWN_FIELDS).copied().collect();
     for row in rows {
-        let item = parse_row(row, ctx).and_then(|record| {
-            let unknown = row.as_object().and_then(|o| {
-                o.keys().find(|k| {
-                    !FIELDS.contains(&k.as_str()) && !OTHER_KNOWN_FIELDS.contains(&k.as_str())
-                })
-            });
-            match unknown {
-                Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
-                None => Ok(record),
-            }
-        });
-        parsed.push(item.map(Record::Ad));
+        parsed.note_unmapped(row, &known);
+        parsed.push(parse_row(row, ctx).map(Record::Ad));
     }
     let next = at(&value, "paging.links")
         .and_then(Value::as_array)
@@ -122,6 +125,45 @@ fn urn_id(row: &Value, kind: &str) -> Option<String> {
         .find_map(|u| u.strip_prefix(&prefix).map(str::to_owned))
 }
 
+/// How to get a metric that LinkedIn left out because the request did not
+/// name it in `fields`.
+const NOT_REQUESTED: &str = "LinkedIn returns a metric only when the request's `fields` \
+names it, so the value is unknown, not zero; re-pull these dates with `adlake-ingest \
+backfill` (its requests name every field read) or save the report from a request whose \
+`fields` include it";
+
+/// A metric the row cannot do without; its absence says how to get it.
+fn required_metric<T>(
+    row: &Value,
+    name: &str,
+    read: fn(Option<&Value>) -> Result<T, FieldError>,
+) -> Result<T, String> {
+    read(at(row, name)).map_err(|e| match e {
+        FieldError::Missing => format!("missing field '{name}': {NOT_REQUESTED}"),
+        invalid => invalid.describe(name),
+    })
+}
+
+/// The spend in micro-units of `currency`: `costInLocalCurrency`, or for a
+/// USD account whose row lacks it, `costInUsd` (the same amount).
+fn spend(row: &Value, currency: &str) -> Result<i128, String> {
+    let local = at(row, "costInLocalCurrency");
+    let usd = at(row, "costInUsd");
+    if let (None, Some(usd), "USD") = (local, usd, currency) {
+        return money_field(Some(usd)).map_err(|e| e.describe("costInUsd"));
+    }
+    required_metric(row, "costInLocalCurrency", money_field).map_err(|reason| {
+        if local.is_none() && usd.is_some() {
+            format!(
+                "{reason} (its costInUsd is the spend only of a USD account; this account's \
+                 currency is {currency})"
+            )
+        } else {
+            reason
+        }
+    })
+}
+
 fn parse_row(row: &Value, ctx: &ParseContext) -> Result<AdRow, Reject> {
     let reject = |reason: String| Reject::new(reason, row);
     let start = ymd(at(row, "dateRange.start"))
@@ -132,25 +174,27 @@ fn parse_row(row: &Value, ctx: &ParseContext) -> Result<AdRow, Reject> {
             "row spans {start} to {end}; expected one day (timeGranularity=DAILY)"
         )));
     }
-    let spend = money_field(at(row, "costInLocalCurrency"))
-        .map_err(|e| reject(e.describe("costInLocalCurrency")))?;
-    let campaign = urn_id(row, "sponsoredCampaign");
-    let group = urn_id(row, "sponsoredCampaignGroup");
-    let creative = urn_id(row, "sponsoredCreative");
-    let campaign_id = group.or_else(|| campaign.clone()).ok_or_else(|| {
-        reject("missing field 'pivotValues' (no sponsoredCampaign URN)".to_owned())
-    })?;
-    let impressions =
-        count_field(at(row, "impressions")).map_err(|e| reject(e.describe("impressions")))?;
-    let clicks = count_field(at(row, "clicks")).map_err(|e| reject(e.describe("clicks")))?;
-    let conversions = or_zero(float_field(at(row, "externalWebsiteConversions")))
-        .map_err(|e| reject(e.describe("externalWebsiteConversions")))?;
-    let value = or_zero(money_field(at(row, "conversionValueInLocalCurrency")))
-        .map_err(|e| reject(e.describe("conversionValueInLocalCurrency")))?;
     let currency = ctx
         .currency
         .clone()
         .ok_or_else(|| reject("the ad account's currency is not configured".to_owned()))?;
+    let spend = spend(row, &currency).map_err(reject)?;
+    let campaign = urn_id(row, "sponsoredCampaign");
+    let group = urn_id(row, "sponsoredCampaignGroup");
+    let creative = urn_id(row, "sponsoredCreative");
+    let campaign_id = group.or_else(|| campaign.clone()).ok_or_else(|| {
+        reject(
+            "missing field 'pivotValues' (no sponsoredCampaign or sponsoredCampaignGroup URN): \
+             the connector reads reports pivoted by CAMPAIGN or CAMPAIGN_GROUP"
+                .to_owned(),
+        )
+    })?;
+    let impressions = required_metric(row, "impressions", count_field).map_err(reject)?;
+    let clicks = required_metric(row, "clicks", count_field).map_err(reject)?;
+    let conversions = or_zero(float_field(at(row, "externalWebsiteConversions")))
+        .map_err(|e| reject(e.describe("externalWebsiteConversions")))?;
+    let value = or_zero(money_field(at(row, "conversionValueInLocalCurrency")))
+        .map_err(|e| reject(e.describe("conversionValueInLocalCurrency")))?;
     Ok(AdRow {
         date: start,
         account_id: ctx.account_id.clone(),
@@ -172,25 +216,39 @@ fn parse_row(row: &Value, ctx: &ParseContext) -> Result<AdRow, Reject> {
     })
 }
 
-/// Fetches one ad account's date range, following `next` links.
-pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
-    let (f, t) = (ctx.from, ctx.to);
+/// The first analytics request of one account's `from..=to`: daily rows
+/// pivoted by campaign, with `fields` naming every field the parser reads.
+pub fn analytics_url(
+    base_url: &str,
+    account_id: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> String {
     use chrono::Datelike;
     let range = format!(
         "(start:(year:{},month:{},day:{}),end:(year:{},month:{},day:{}))",
-        f.year(),
-        f.month(),
-        f.day(),
-        t.year(),
-        t.month(),
-        t.day()
+        from.year(),
+        from.month(),
+        from.day(),
+        to.year(),
+        to.month(),
+        to.day()
     );
-    let account = format!("urn:li:sponsoredAccount:{}", ctx.parse.account_id);
-    let mut url = Some(format!(
-        "{}/rest/adAnalytics?q=analytics&pivot=CAMPAIGN&timeGranularity=DAILY&dateRange={range}&accounts=List({})&fields={}",
-        ctx.base_url,
+    let account = format!("urn:li:sponsoredAccount:{account_id}");
+    format!(
+        "{base_url}/rest/adAnalytics?q=analytics&pivot=CAMPAIGN&timeGranularity=DAILY&dateRange={range}&accounts=List({})&fields={}",
         url_encode(&account),
         FIELDS.join(",")
+    )
+}
+
+/// Fetches one ad account's date range, following `next` links.
+pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
+    let mut url = Some(analytics_url(
+        &ctx.base_url,
+        &ctx.parse.account_id,
+        ctx.from,
+        ctx.to,
     ));
     let mut fetched = Fetched::default();
     let mut pages = 0usize;

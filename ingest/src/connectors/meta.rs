@@ -25,12 +25,16 @@ pub const FIELDS: &str = "account_id,account_name,account_currency,campaign_id,c
 adset_id,adset_name,ad_id,ad_name,spend,impressions,clicks,actions,action_values";
 
 /// Fields a row may carry besides those of [`FIELDS`]: the day of a
-/// `time_increment=1` row. Anything else in a row is an unknown field.
+/// `time_increment=1` row. Anything else in a row (`inline_link_clicks`,
+/// `cpm`, `reach`, ... when a saved payload asked for more) is schema
+/// drift: recorded in [`Parsed::unmapped`] and ignored, never a reason to
+/// drop the row.
 pub const ROW_FIELDS: [&str; 2] = ["date_start", "date_stop"];
 
-/// Whether `name` is a field an insights row may carry.
-fn known_field(name: &str) -> bool {
-    ROW_FIELDS.contains(&name) || FIELDS.split(',').any(|f| f == name)
+/// The fields an insights row is expected to carry: [`FIELDS`] and
+/// [`ROW_FIELDS`].
+fn known_fields() -> Vec<&'static str> {
+    FIELDS.split(',').chain(ROW_FIELDS).collect()
 }
 
 /// One page of insights.
@@ -99,19 +103,12 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .and_then(Value::as_array)
         .ok_or("missing 'data' array in the insights page")?;
     let mut parsed = Parsed::default();
+    let known = known_fields();
     for row in rows {
-        let item = parse_row(row, ctx).and_then(|record| {
-            // Insights rows are flat: `actions` and `action_values` are
-            // lists whose entries are read by action type.
-            match row
-                .as_object()
-                .and_then(|o| o.keys().find(|k| !known_field(k)))
-            {
-                Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
-                None => Ok(record),
-            }
-        });
-        parsed.push(item.map(Record::Ad));
+        // Insights rows are flat: `actions` and `action_values` are lists
+        // whose entries are read by action type.
+        parsed.note_unmapped(row, &known);
+        parsed.push(parse_row(row, ctx).map(Record::Ad));
     }
     Ok(Page {
         parsed,
@@ -122,7 +119,8 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
 }
 
 /// The value of the canonical action type in an `actions`-like list; a
-/// list without it counts zero.
+/// list without it counts zero, and so does a row without the list: Meta
+/// leaves `actions` and `action_values` out of a row that has none.
 fn action(row: &Value, list: &str, action_type: &str) -> Result<Option<Value>, Reject> {
     match row.get(list) {
         None | Some(Value::Null) => Ok(None),

@@ -8,6 +8,13 @@
 //! A record that cannot be read (a missing field, a wrong type, an
 //! unparsable number) becomes a [`Reject`] with its reason and raw JSON; it
 //! never stops the other records.
+//!
+//! **An unmapped field never costs a row.** Platforms add fields all the
+//! time, and a saved payload may have been requested with more `fields`
+//! than the connector asks for: a field the parser does not read, at any
+//! level of the payload, is ignored and recorded as schema drift in
+//! [`Parsed::unmapped`]. Only a missing required field, an unparsable value
+//! or a failed validation rule sends a record to quarantine.
 
 pub mod export;
 pub mod ga4;
@@ -17,7 +24,7 @@ pub mod meta;
 pub mod shopify;
 pub mod tiktok;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -388,6 +395,10 @@ pub struct Parsed {
     pub records: Vec<Record>,
     /// Records that could not be read.
     pub rejects: Vec<Reject>,
+    /// Schema drift: the fields outside the connector's mapping that the
+    /// payload's records carried (dotted paths, e.g. `inline_link_clicks`,
+    /// `metrics.foo`). Ignored when parsing; reported by the job.
+    pub unmapped: BTreeSet<String>,
 }
 
 impl Parsed {
@@ -395,6 +406,13 @@ impl Parsed {
     pub fn extend(&mut self, other: Parsed) {
         self.records.extend(other.records);
         self.rejects.extend(other.rejects);
+        self.unmapped.extend(other.unmapped);
+    }
+
+    /// Records the fields of `record` outside `known` as schema drift (see
+    /// [`unmapped_fields`]).
+    pub(crate) fn note_unmapped(&mut self, record: &Value, known: &[&str]) {
+        self.unmapped.extend(unmapped_fields(record, known));
     }
 
     /// Adds one record or its reject.
@@ -599,16 +617,17 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// The first field of `record` outside `known`, as a dotted path.
+/// The fields of `record` outside `known`, as dotted paths: schema drift,
+/// recorded and ignored (never a reason to reject the record).
 ///
 /// `known` lists dotted paths: a listed path is a field whose whole value
 /// is known (whatever lies beneath it, arrays included); an object that is
 /// only the parent of listed paths is walked, and any other field in it is
-/// unknown. Fields are visited in name order, so the answer is stable.
-pub(crate) fn unknown_field(record: &Value, known: &[&str]) -> Option<String> {
-    fn walk(value: &Value, prefix: &str, known: &[&str]) -> Option<String> {
+/// unmapped. Fields are visited in name order, so the answer is stable.
+pub(crate) fn unmapped_fields(record: &Value, known: &[&str]) -> Vec<String> {
+    fn walk(value: &Value, prefix: &str, known: &[&str], out: &mut Vec<String>) {
         let Value::Object(map) = value else {
-            return None;
+            return;
         };
         for (key, v) in map {
             let path = if prefix.is_empty() {
@@ -621,31 +640,15 @@ pub(crate) fn unknown_field(record: &Value, known: &[&str]) -> Option<String> {
             }
             let parent = format!("{path}.");
             if v.is_object() && known.iter().any(|k| k.starts_with(&parent)) {
-                if let Some(unknown) = walk(v, &path, known) {
-                    return Some(unknown);
-                }
+                walk(v, &path, known, out);
                 continue;
             }
-            return Some(path);
+            out.push(path);
         }
-        None
     }
-    walk(record, "", known)
-}
-
-/// A parsed record, or a reject when `raw` carries a field outside
-/// `known` (checked after the record parsed, so a missing or unreadable
-/// field is reported first).
-pub(crate) fn reject_unknown<T>(
-    parsed: std::result::Result<T, Reject>,
-    raw: &Value,
-    known: &[&str],
-) -> std::result::Result<T, Reject> {
-    let record = parsed?;
-    match unknown_field(raw, known) {
-        Some(field) => Err(Reject::new(format!("unknown field '{field}'"), raw)),
-        None => Ok(record),
-    }
+    let mut out = Vec::new();
+    walk(record, "", known, &mut out);
+    out
 }
 
 /// Parses a JSON body, naming the problem when it is not JSON.

@@ -27,12 +27,13 @@ pub const API_VERSION: &str = "2024-10";
 /// customer hash. Asking for no more keeps personal data (addresses,
 /// phone, names, IP) from even crossing the wire.
 ///
-/// A fetched order that carries a top-level field outside this list is an
-/// unknown field and goes to quarantine. Saved payloads (`adlake-ingest
-/// file`) are exempt: they hold the whole order resource, some eighty
-/// documented fields that grow with each API version, all read by name
-/// and none of them mapped by position, so a field we do not read cannot
-/// corrupt a row; listing them all would only make new API versions fail.
+/// A fetched order that carries a top-level field outside this list has it
+/// recorded as schema drift ([`Parsed::unmapped`]) and ignored: fields are
+/// read by name, so one we do not read cannot corrupt a row, and personal
+/// data in it never leaves this module (see [`redacted`]). Saved payloads
+/// (`adlake-ingest file`) hold the whole order resource, some eighty
+/// documented fields that grow with each API version: no drift is
+/// recorded for them.
 pub const ORDER_FIELDS: [&str; 16] = [
     "id",
     "name",
@@ -86,7 +87,7 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Parsed, String> {
 }
 
 /// Parses a fetched page whose orders were asked for with `fields`: a
-/// top-level field outside them sends the order to quarantine.
+/// top-level field outside them is recorded as drift and ignored.
 pub fn parse_fetched(body: &[u8], ctx: &ParseContext, fields: &[&str]) -> Result<Parsed, String> {
     parse_orders(body, ctx, Some(fields))
 }
@@ -108,21 +109,17 @@ fn parse_orders(
     };
     let mut parsed = Parsed::default();
     for order in &orders {
-        let item = parse_order(order, ctx).and_then(|record| {
-            let unknown = fields.and_then(|fields| {
-                order
-                    .as_object()
-                    .and_then(|o| o.keys().find(|k| !fields.contains(&k.as_str())))
-            });
-            match unknown {
-                Some(field) => Err(Reject::new(
-                    format!("unknown field '{field}'"),
-                    &redacted(order),
-                )),
-                None => Ok(record),
-            }
-        });
-        parsed.push(item.map(Record::Order));
+        if let Some(fields) = fields
+            && let Some(object) = order.as_object()
+        {
+            parsed.unmapped.extend(
+                object
+                    .keys()
+                    .filter(|k| !fields.contains(&k.as_str()))
+                    .cloned(),
+            );
+        }
+        parsed.push(parse_order(order, ctx).map(Record::Order));
     }
     Ok(parsed)
 }

@@ -34,7 +34,8 @@ pub const KNOWN_DIMENSIONS: [&str; 8] = [
 /// Metrics a row may carry: those the connector reads and the other
 /// documented BASIC report metrics (saved reports of other tools ask for
 /// them; they are known and ignored). Anything else in `metrics`, in
-/// `dimensions` or at the top of a row is an unknown field.
+/// `dimensions` or at the top of a row is schema drift: recorded in
+/// [`Parsed::unmapped`] and ignored, never a reason to drop the row.
 pub const KNOWN_METRICS: [&str; 84] = [
     "ad_id",
     "ad_name",
@@ -122,23 +123,32 @@ pub const KNOWN_METRICS: [&str; 84] = [
     "vta_purchase",
 ];
 
-/// The first field of a report row outside the known ones.
-fn unknown_field(row: &Value) -> Option<String> {
-    let object = row.as_object()?;
+/// The fields of a report row outside the known ones (schema drift).
+fn unmapped_fields(row: &Value) -> Vec<String> {
+    let Some(object) = row.as_object() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
     for (key, value) in object {
         let known: &[&str] = match key.as_str() {
             "dimensions" => &KNOWN_DIMENSIONS,
             "metrics" => &KNOWN_METRICS,
             "advertiser_id" => continue,
-            _ => return Some(key.clone()),
+            _ => {
+                out.push(key.clone());
+                continue;
+            }
         };
-        if let Some(inner) = value.as_object()
-            && let Some(name) = inner.keys().find(|k| !known.contains(&k.as_str()))
-        {
-            return Some(format!("{key}.{name}"));
+        if let Some(inner) = value.as_object() {
+            out.extend(
+                inner
+                    .keys()
+                    .filter(|k| !known.contains(&k.as_str()))
+                    .map(|name| format!("{key}.{name}")),
+            );
         }
     }
-    None
+    out
 }
 
 /// One report page.
@@ -201,11 +211,8 @@ pub fn parse(body: &[u8], ctx: &ParseContext) -> Result<Page, String> {
         .ok_or("missing 'data.list' array in the report page")?;
     let mut parsed = Parsed::default();
     for row in rows {
-        let item = parse_row(row, ctx).and_then(|record| match unknown_field(row) {
-            Some(field) => Err(Reject::new(format!("unknown field '{field}'"), row)),
-            None => Ok(record),
-        });
-        parsed.push(item.map(Record::Ad));
+        parsed.unmapped.extend(unmapped_fields(row));
+        parsed.push(parse_row(row, ctx).map(Record::Ad));
     }
     Ok(Page {
         parsed,

@@ -165,3 +165,63 @@ fn the_worker_pulls_yesterday_once_after_the_local_run_time() {
         ["contoso/ga4 2025-06-02..2025-06-02"]
     );
 }
+
+#[test]
+fn a_source_without_credentials_is_file_only() {
+    // Issue 19 item 8: ingesting saved payloads (`adlake-ingest file`) must
+    // not need a platform credential in the configuration.
+    let config = Config::parse(
+        r#"
+[[client]]
+id = "northwind"
+time_zone = "America/New_York"
+currency = "USD"
+
+[[client.source]]
+platform = "meta_ads"
+accounts = ["act_1"]
+
+[[client.source]]
+platform = "google_ads"
+accounts = ["1"]
+credentials = "google"
+"#,
+        Path::new("clients.toml"),
+    )
+    .unwrap();
+    let meta = &config.clients[0].sources[0];
+    assert_eq!(
+        (meta.kind, meta.credentials.as_deref()),
+        (SourceKind::MetaAds, None)
+    );
+    // It is never fetched: no daily job, no backfill.
+    let now = Utc.with_ymd_and_hms(2025, 6, 2, 12, 0, 0).unwrap();
+    assert_eq!(
+        spans(&due_jobs(&config, now)),
+        ["northwind/google_ads 2025-05-25..2025-06-01"]
+    );
+    let err = backfill_jobs(
+        &config,
+        "northwind",
+        SourceKind::MetaAds,
+        day("2025-06-01"),
+        day("2025-06-01"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("source 'meta_ads' has no credentials: it is file-only"),
+        "{err}"
+    );
+    // A blank name is still a mistake, named on its line.
+    let err = Config::parse(
+        "[[client]]\nid = \"a\"\ntime_zone = \"UTC\"\ncurrency = \"EUR\"\n\n[[client.source]]\nplatform = \"meta_ads\"\naccounts = [\"1\"]\ncredentials = \" \"\n",
+        Path::new("clients.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("clients.toml:9: credentials must name an entry"),
+        "{err}"
+    );
+}

@@ -369,6 +369,14 @@ async fn land_everything(s: &Setup) -> Vec<JobReport> {
     ]
 }
 
+/// The quarantine reason of a LinkedIn row without `costInLocalCurrency`
+/// (the Airbyte campaign analytics sample) of a EUR account.
+const LINKEDIN_EUR_WITHOUT_LOCAL_COST: &str = "missing field 'costInLocalCurrency': LinkedIn \
+returns a metric only when the request's `fields` names it, so the value is unknown, not zero; \
+re-pull these dates with `adlake-ingest backfill` (its requests name every field read) or save \
+the report from a request whose `fields` include it (its costInUsd is the spend only of a USD \
+account; this account's currency is EUR)";
+
 const AD_SQL: &str = "SELECT client_id, CAST(date AS VARCHAR) AS date_text, platform, account_id, campaign_id, ad_group_id, ad_id, \
     CAST(spend AS VARCHAR) AS spend_text, impressions, clicks, conversions, CAST(conversion_value AS VARCHAR) AS conversion_value_text, currency, _source \
     FROM t ORDER BY platform, date, ad_id";
@@ -416,19 +424,20 @@ async fn six_connectors_land_the_right_numbers_and_reruns_change_nothing() {
     );
 
     // The Google row with clicks > impressions and both LinkedIn rows (USD
-    // cost only) are in quarantine, with their reasons.
+    // cost only, of a EUR account) are in quarantine, with their reasons.
     let quarantined = rows(
         &s.warehouse,
         &QUARANTINE,
         "SELECT client_id, source, reason FROM t ORDER BY source, reason",
     )
     .await;
+    let linkedin = format!("contoso|linkedin_ads|{LINKEDIN_EUR_WITHOUT_LOCAL_COST}");
     assert_eq!(
         quarantined,
         [
             "northwind|google_ads|clicks (9) exceed impressions (1)",
-            "contoso|linkedin_ads|missing field 'costInLocalCurrency'",
-            "contoso|linkedin_ads|missing field 'costInLocalCurrency'",
+            linkedin.as_str(),
+            linkedin.as_str(),
         ]
     );
 
@@ -722,6 +731,125 @@ async fn an_error_inside_the_stream_or_a_malformed_page_loses_nothing() {
     let e = r.error.unwrap();
     assert!(e.contains("page 2") && e.contains("not valid JSON"), "{e}");
     assert_eq!(rows(&s.warehouse, &AD_PERFORMANCE, AD_SQL).await, before);
+}
+
+/// A payload of the project's own (`tests/data/platform-payloads/`).
+fn project_fixture(path: &str) -> Vec<u8> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/platform-payloads");
+    std::fs::read(dir.join(path)).unwrap_or_else(|e| panic!("project fixture {path}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_command_needs_no_credentials_and_keeps_rows_with_unmapped_fields() {
+    // Issue 19 items 8 and 9: saved payloads land through `file` from a
+    // configuration whose sources name no credentials, with no secrets
+    // file; a Meta row with `inline_link_clicks` keeps its money, a row
+    // without `actions` counts zero, and the unchanged Airbyte LinkedIn
+    // sample lands for a USD account and is refused, with why, for EUR.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("clients.toml"),
+        r#"
+[[client]]
+id = "northwind"
+time_zone = "America/New_York"
+currency = "USD"
+
+[[client.source]]
+platform = "meta_ads"
+accounts = ["act_1001"]
+
+[[client.source]]
+platform = "linkedin_ads"
+accounts = ["508720"]
+currency = "USD"
+
+[[client]]
+id = "contoso"
+time_zone = "Europe/Berlin"
+currency = "EUR"
+
+[[client.source]]
+platform = "linkedin_ads"
+accounts = ["508721"]
+currency = "EUR"
+"#,
+    )
+    .unwrap();
+    let meta = dir.join("meta.json");
+    std::fs::write(
+        &meta,
+        project_fixture("meta/insights_inline_link_clicks_and_a_row_without_actions.json"),
+    )
+    .unwrap();
+    let linkedin = dir.join("linkedin.json");
+    std::fs::write(
+        &linkedin,
+        fixture("linkedin/airbyte_ad_campaign_analytics_response_1.json"),
+    )
+    .unwrap();
+    let wh = dir.join("wh");
+    let file = |client: &str, platform: &str, payload: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_adlake-ingest"))
+            .env_remove("ADLAKE_SECRETS")
+            .args(["file", "--config"])
+            .arg(dir.join("clients.toml"))
+            .args(["--warehouse", wh.to_str().unwrap()])
+            .args(["--client", client, "--platform", platform])
+            .arg(payload)
+            .output()
+            .unwrap()
+    };
+    for (platform, payload) in [("meta_ads", &meta), ("linkedin_ads", &linkedin)] {
+        let out = file("northwind", platform, payload);
+        assert!(
+            out.status.success(),
+            "{platform}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let warehouse = Warehouse::open(wh.to_str().unwrap()).unwrap();
+    let ads = rows(
+        &warehouse,
+        &AD_PERFORMANCE,
+        "SELECT platform, CAST(date AS VARCHAR) AS d, campaign_id, ad_id, CAST(spend AS VARCHAR) AS s, impressions, clicks, \
+         conversions, CAST(conversion_value AS VARCHAR) AS v, currency FROM t ORDER BY platform, date, ad_id",
+    )
+    .await;
+    assert_eq!(
+        ads,
+        [
+            "linkedin_ads|2023-01-02|1111||209.449000|19090|100|0.0|0.000000|USD",
+            "linkedin_ads|2023-01-03|1111||509.980000|20210|408|0.0|0.000000|USD",
+            "meta_ads|2025-06-01|23850000000000011|23850000000000033|12.340000|2500|57|3.0|89.970000|USD",
+            "meta_ads|2025-06-01|23850000000000011|23850000000000044|3.100000|800|9|0.0|0.000000|USD",
+        ]
+    );
+    let runs = rows(
+        &warehouse,
+        &INGEST_RUNS,
+        "SELECT source, trigger, status, rows_written, rows_quarantined FROM t ORDER BY source",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        [
+            "linkedin_ads|file|succeeded|2|0",
+            "meta_ads|file|succeeded|2|0",
+        ]
+    );
+    // A EUR account: the sample's USD cost is not its spend. Nothing is
+    // written, and the error says why and what to do.
+    let out = file("contoso", "linkedin_ads", &linkedin);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no usable record in the files (2 rejected: 2x {LINKEDIN_EUR_WITHOUT_LOCAL_COST})"
+        )),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

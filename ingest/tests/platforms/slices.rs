@@ -277,10 +277,8 @@ async fn quarantine_rows_are_replaced_per_slice_not_appended() {
     )
     .await;
     assert_eq!(linkedin.rows_quarantined, 2, "{linkedin:?}");
-    let linkedin_rows = [
-        "2023-01-02|2023-01-03|missing field 'costInLocalCurrency'",
-        "2023-01-02|2023-01-03|missing field 'costInLocalCurrency'",
-    ];
+    let linkedin_row = format!("2023-01-02|2023-01-03|{LINKEDIN_EUR_WITHOUT_LOCAL_COST}");
+    let linkedin_rows = [linkedin_row.clone(), linkedin_row];
     assert_eq!(
         quarantined(&s, "contoso", "linkedin_ads").await,
         linkedin_rows
