@@ -126,15 +126,20 @@ def run_measured(cmd: list[str], stderr_log: Path, timeout_s: float) -> Measured
         reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
         reader.start()
         deadline = started + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise HarnessError(f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f}s")
-            time.sleep(0.05)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"`{' '.join(cmd)}` did not finish in {timeout_s:.0f}s")
+                time.sleep(0.05)
+        except BaseException:
+            # Past the deadline, or the harness interrupted: the command
+            # must not outlive it.
+            proc.kill()
+            proc.wait()
+            raise
         reader.join(timeout=10)
     return Measured(
         returncode=os.waitstatus_to_exitcode(status),
@@ -282,29 +287,34 @@ def start_server(
         server.stop()
         raise HarnessError(f"`{' '.join(cmd)}`: {why}\n{server.describe()}")
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            give_up(f"no ready line within {timeout_s:.0f}s")
-        try:
-            line = lines.get(timeout=min(remaining, 0.5))
-        except queue.Empty:
-            continue
-        if line is None:
-            process.wait(timeout=10)
-            give_up("exited before printing the ready line")
-        if m := READY_LINE.match(line):
-            server.flight_addr, server.http_addr = m["flight"], m["http"]
-            break
-    while True:
-        try:
-            if server.http_get("/readyz", timeout=2)[0] == 200:
-                return server
-        except OSError:
-            pass
-        if process.poll() is not None:
-            give_up("exited while waiting for /readyz")
-        if time.monotonic() > deadline:
-            give_up(f"/readyz not 200 within {timeout_s:.0f}s")
-        time.sleep(0.2)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                give_up(f"no ready line within {timeout_s:.0f}s")
+            try:
+                line = lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:
+                process.wait(timeout=10)
+                give_up("exited before printing the ready line")
+            if m := READY_LINE.match(line):
+                server.flight_addr, server.http_addr = m["flight"], m["http"]
+                break
+        while True:
+            try:
+                if server.http_get("/readyz", timeout=2)[0] == 200:
+                    return server
+            except OSError:
+                pass
+            if process.poll() is not None:
+                give_up("exited while waiting for /readyz")
+            if time.monotonic() > deadline:
+                give_up(f"/readyz not 200 within {timeout_s:.0f}s")
+            time.sleep(0.2)
+    except BaseException:
+        # Interrupted while waiting: the server must not outlive the harness.
+        server.stop()
+        raise

@@ -17,6 +17,16 @@
 //! own. Past as many callers as lanes, callers share lanes, and a lane's
 //! share is split between its callers' tasks as before.
 //!
+//! Each lane has two halves. A caller's one query in flight runs in the
+//! lane's *first* half; the queries it runs beside that one run in the
+//! *second*, whose threads have a lower scheduling priority (nice
+//! [`SECOND_NICE`], about a tenth of the CPU weight). So a caller that asks
+//! one question at a time (a dashboard) is barely slowed by one that keeps
+//! eight heavy queries in flight: those compete at full weight for one
+//! query's worth of threads, and at a tenth for the rest. Lowering a
+//! thread's priority needs no privilege; raising it would, so a thread
+//! keeps the priority of its half.
+//!
 //! The lanes are the process's, like the planning threads
 //! ([`planner`](crate::planner)); their threads start when a lane is first
 //! used. [`configure`] sets their number once, before the first query.
@@ -42,6 +52,9 @@ use crate::error::{Error, Result};
 
 /// Lanes when [`configure`] was not called.
 pub const DEFAULT_LANES: usize = 8;
+
+/// Nice value of the threads of each lane's second half.
+pub const SECOND_NICE: i32 = 10;
 
 /// Batches a lane computes ahead of the caller reading them.
 const AHEAD: usize = 2;
@@ -244,6 +257,7 @@ fn stopped(err: Option<tokio::task::JoinError>) -> Error {
 
 struct Lanes {
     settings: LaneSettings,
+    /// Lane `i`'s first half at `2 i`, its second at `2 i + 1`.
     runtimes: Vec<OnceLock<std::io::Result<Runtime>>>,
     assignment: Mutex<Assignment>,
 }
@@ -265,7 +279,7 @@ fn lanes_with(settings: impl FnOnce() -> LaneSettings) -> &'static Lanes {
         let settings = settings();
         Lanes {
             settings,
-            runtimes: (0..settings.lanes).map(|_| OnceLock::new()).collect(),
+            runtimes: (0..settings.lanes * 2).map(|_| OnceLock::new()).collect(),
             assignment: Mutex::new(Assignment {
                 by_caller: HashMap::new(),
                 callers_per_lane: vec![0; settings.lanes],
@@ -277,13 +291,13 @@ fn lanes_with(settings: impl FnOnce() -> LaneSettings) -> &'static Lanes {
 impl Lanes {
     /// `caller`'s lane, taken for one query until the ticket is dropped.
     fn enter(&'static self, caller: &str) -> Result<Ticket> {
-        let lane = {
+        let (lane, second) = {
             let mut assignment = self.assignment.lock().map_err(|_| poisoned())?;
             let assignment = &mut *assignment;
             match assignment.by_caller.get_mut(caller) {
                 Some((lane, running)) => {
                     *running += 1;
-                    *lane
+                    (*lane, true)
                 }
                 None => {
                     let lane = (0..assignment.callers_per_lane.len())
@@ -291,15 +305,25 @@ impl Lanes {
                         .unwrap_or(0);
                     assignment.callers_per_lane[lane] += 1;
                     assignment.by_caller.insert(caller.to_owned(), (lane, 1));
-                    lane
+                    (lane, false)
                 }
             }
         };
-        let runtime = self.runtimes[lane].get_or_init(|| {
+        let runtime = self.runtimes[lane * 2 + usize::from(second)].get_or_init(|| {
+            let name = if second {
+                format!("adlake-lane-{lane}b")
+            } else {
+                format!("adlake-lane-{lane}")
+            };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(self.settings.threads)
                 .max_blocking_threads(self.settings.threads * 4)
-                .thread_name(format!("adlake-lane-{lane}"))
+                .thread_name(name)
+                .on_thread_start(move || {
+                    if second {
+                        lower_priority(SECOND_NICE);
+                    }
+                })
                 .enable_all()
                 .build()
         });
@@ -332,6 +356,15 @@ impl Lanes {
             assignment.by_caller.remove(caller);
             assignment.callers_per_lane[lane] -= 1;
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to nice `nice` (on
+/// Linux the nice value is per thread, and `setpriority` of the process
+/// with no pid sets the caller's). Failing leaves the priority as it was.
+fn lower_priority(nice: i32) {
+    if let Err(err) = rustix::process::setpriority_process(None, nice) {
+        tracing::warn!(nice, error = %err, "cannot lower a lane thread's priority");
     }
 }
 
@@ -421,7 +454,22 @@ mod tests {
         let other = run("lanes-other", async { Ok(thread_name()) })
             .await
             .unwrap();
-        assert_ne!(mine, other, "a second caller shares the busy caller's lane");
+        // The busy caller's second query runs in its lane's second half, at
+        // a lower priority; the other caller's first in another lane's
+        // first half.
+        assert!(mine.ends_with('b'), "{mine}");
+        assert!(!other.ends_with('b'), "{other}");
+        assert_ne!(
+            mine.trim_end_matches('b'),
+            other,
+            "a second caller shares the busy caller's lane"
+        );
+        let nice = run("lanes-busy", async {
+            rustix::process::getpriority_process(None).map_err(|e| Error::InvalidSql(e.to_string()))
+        })
+        .await
+        .unwrap();
+        assert_eq!(nice, SECOND_NICE);
         drop(held);
     }
 
