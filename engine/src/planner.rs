@@ -11,7 +11,10 @@
 //! (and under the drop of a refused statement's tree, which is as deep as
 //! its text allows), and the pool's size bounds how many statements are
 //! planned at once: more wait in its queue without holding a runtime
-//! worker.
+//! worker, and one whose caller has left by the time a thread takes it
+//! (cancelled, past its deadline) is dropped unplanned. A statement
+//! already being planned runs to the end of planning (the depth limits
+//! bound how long that is); its caller is answered at the deadline.
 
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -24,14 +27,18 @@ pub const PLANNER_STACK_BYTES: usize = 512 * 1024 * 1024;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Planning threads: one per core, at least two.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
 /// The pool's queue; threads start on first use.
 fn queue() -> &'static Mutex<mpsc::Sender<Job>> {
     static QUEUE: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = std::sync::Arc::new(Mutex::new(receiver));
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-        for i in 0..threads {
+        for i in 0..threads() {
             let receiver = std::sync::Arc::clone(&receiver);
             let spawned = std::thread::Builder::new()
                 .name(format!("adlake-planner-{i}"))
@@ -70,6 +77,11 @@ where
     let handle = tokio::runtime::Handle::current();
     let (answer, answered) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
+        // A caller that left while the job waited in the queue (cancelled,
+        // past its deadline) costs no planning.
+        if answer.is_closed() {
+            return;
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&handle)));
         let outcome = outcome.unwrap_or_else(|panic| {
             let what = panic
@@ -95,4 +107,68 @@ where
 
 fn internal(message: String) -> Error {
     Error::Execution(datafusion::error::DataFusionError::Internal(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_whose_caller_left_while_it_waited_is_not_planned() {
+        // Every planning thread busy until the gate opens.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut busy = Vec::new();
+        for _ in 0..threads() {
+            let (gate, started) = (Arc::clone(&gate), Arc::clone(&started));
+            busy.push(tokio::spawn(run(move |_| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let (open, opened) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = opened.wait(open).unwrap();
+                }
+                Ok(())
+            })));
+        }
+        while started.load(Ordering::SeqCst) < threads() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A statement queued behind them whose caller then leaves.
+        let planned = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&planned);
+        let left = tokio::spawn(run(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left.abort();
+        assert!(left.await.unwrap_err().is_cancelled());
+
+        let (open, opened) = &*gate;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+        for job in busy {
+            job.await.unwrap().unwrap();
+        }
+        // Every thread at once in a later job: the one that left has been
+        // taken from the queue, and was not planned.
+        let all = Arc::new(std::sync::Barrier::new(threads()));
+        let later: Vec<_> = (0..threads())
+            .map(|_| {
+                let all = Arc::clone(&all);
+                tokio::spawn(run(move |_| {
+                    all.wait();
+                    Ok(())
+                }))
+            })
+            .collect();
+        for job in later {
+            job.await.unwrap().unwrap();
+        }
+        assert!(!planned.load(Ordering::SeqCst));
+    }
 }

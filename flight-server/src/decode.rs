@@ -21,6 +21,11 @@ use crate::error::RequestId;
 /// What tonic's codec says when a request body does not decode.
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 
+/// Marks, in its extensions, an answer that refuses a request because its
+/// body does not decode.
+#[derive(Debug, Clone, Copy)]
+pub struct Undecodable;
+
 /// The [`tower::Layer`] of [`DecodeErrors`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecodeErrorsLayer;
@@ -89,7 +94,9 @@ fn rewrite(
         status.message()
     ));
     request_id.tag(refused.metadata_mut());
-    refused.into_http()
+    let mut response = refused.into_http();
+    response.extensions_mut().insert(Undecodable);
+    response
 }
 
 #[cfg(test)]

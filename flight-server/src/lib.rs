@@ -43,6 +43,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod peer;
 pub mod server;
 pub mod telemetry;
 

@@ -19,7 +19,8 @@
 //! `ingest_retries_total{source}`, `ingest_rate_limit_waits_total{source}`,
 //! `ingest_rate_limit_wait_seconds_total{source}`,
 //! `ingest_breaker_opens_total{source}` (they only grow, even when runs are
-//! erased), `up`. The live circuit-breaker state is the ingest worker's
+//! erased), `connections_held_total` and `requests_delayed_total` (the
+//! Flight port's guards against garbage, [`crate::peer`]), `up`. The live circuit-breaker state is the ingest worker's
 //! (`adlake-ingest worker --metrics-addr`, `adlake_ingest::live`).
 
 use std::sync::atomic::AtomicU64;
@@ -60,6 +61,8 @@ pub const EXPORTED: &[&str] = &[
     "adlake_ingest_rate_limit_waits_total",
     "adlake_ingest_rate_limit_wait_seconds_total",
     "adlake_ingest_breaker_opens_total",
+    "adlake_connections_held_total",
+    "adlake_requests_delayed_total",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,6 +133,8 @@ pub struct Metrics {
     ingest_rate_limit_waits: Family<SourceLabel, Counter>,
     ingest_rate_limit_wait_seconds: Family<SourceLabel, Counter<f64, AtomicU64>>,
     ingest_breaker_opens: Family<SourceLabel, Counter>,
+    connections_held: Counter,
+    requests_delayed: Counter,
     up: Gauge,
 }
 
@@ -176,6 +181,18 @@ impl Metrics {
         let up = Gauge::default();
         up.set(1);
         registry.register("up", "1 while the server process runs", up.clone());
+        let connections_held = Counter::default();
+        registry.register(
+            "connections_held",
+            "Connections to the Flight port that did not start as HTTP/2 (or TLS), held then closed",
+            connections_held.clone(),
+        );
+        let requests_delayed = Counter::default();
+        registry.register(
+            "requests_delayed",
+            "Requests delayed because their connection kept sending requests refused as undecodable or unauthenticated",
+            requests_delayed.clone(),
+        );
         registry.register(
             "queries",
             "Queries finished, by kind and gRPC status",
@@ -306,6 +323,8 @@ impl Metrics {
             ingest_rate_limit_waits,
             ingest_rate_limit_wait_seconds,
             ingest_breaker_opens,
+            connections_held,
+            requests_delayed,
             up,
         }
     }
@@ -414,6 +433,17 @@ fn status_name(code: tonic::Code) -> String {
         out.push(c.to_ascii_lowercase());
     }
     out
+}
+
+/// Counts one connection held for not speaking HTTP/2 ([`crate::peer`]).
+pub fn connection_held() {
+    global().connections_held.inc();
+}
+
+/// Counts one request delayed for its connection's refusals
+/// ([`crate::peer`]).
+pub fn request_delayed() {
+    global().requests_delayed.inc();
 }
 
 /// Counts one result-cache event (`hit`, `miss`, `eviction`, ...).

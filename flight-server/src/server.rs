@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use adlake_engine::Engine;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::auth::jwt::{JwtAuthenticator, TokensThenJwt};
@@ -182,7 +183,20 @@ impl Server {
                 message: format!("gRPC reflection: {err}"),
             })?;
         let (_health_reporter, health_service) = tonic_health::server::health_reporter();
-        let incoming = TcpIncoming::from(self.flight).with_nodelay(Some(true));
+        let expect = if self.tls.is_some() {
+            crate::peer::Expect::Tls
+        } else {
+            crate::peer::Expect::Http2
+        };
+        let incoming =
+            TcpIncoming::from(self.flight)
+                .with_nodelay(Some(true))
+                .map(move |accepted| {
+                    accepted.map(|stream| {
+                        let tcp = stream.connect_info();
+                        crate::peer::Guarded::new(stream, tcp, expect)
+                    })
+                });
         let flight_stop = stopped(stop_rx.clone());
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
@@ -193,6 +207,7 @@ impl Server {
         }
         let mut flight = tokio::spawn(async move {
             builder
+                .layer(crate::peer::DelayRefusedLayer)
                 .layer(crate::decode::DecodeErrorsLayer)
                 .add_service(flight_service)
                 .add_service(metrics_service)

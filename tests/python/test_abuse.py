@@ -19,10 +19,18 @@ from contextlib import contextmanager
 import pytest
 from adbc_driver_manager import dbapi as adbc_dbapi
 
-from support import Principals, Server, assert_adbc_error, query
+from support import Principals, Server, assert_adbc_error, metric_value, query, scrape
 
 MAX_STATEMENT_BYTES = 1024 * 1024
 MAX_EXPRESSION_DEPTH = 256
+# The Flight port's guards against garbage (flight-server/src/peer.rs):
+# a connection that does not start as HTTP/2 is held this long, then
+# closed; one that collects more than FREE_REFUSALS undecodable or
+# unauthenticated requests (draining one a second) waits PENALTY_S before
+# each further request.
+HOLD_S = 2.0
+FREE_REFUSALS = 10
+PENALTY_S = 1.0
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -308,4 +316,69 @@ def test_two_hundred_connections_of_malformed_requests_leave_the_server_answerin
     assert raw == ["closed"] * 100
     assert set(codes) == {"INVALID_ARGUMENT"}, sorted(set(codes))
     assert answered, "the bystander got no answer during the burst"
+    assert_alive(server, bystander)
+
+
+def test_garbage_costs_its_sender_time_and_no_one_else(server: Server, bystander):
+    # A connection that does not speak HTTP/2 is held, then closed; a gRPC
+    # connection that keeps sending bodies that do not decode gets its
+    # free refusals answered at once, then waits before each further
+    # request. Another connection's refusals are not delayed, and the
+    # bystander is answered throughout.
+    import socket
+
+    import grpc
+
+    def counters() -> tuple[float, float]:
+        found = scrape(server)
+        return (
+            metric_value(found, "adlake_connections_held_total"),
+            metric_value(found, "adlake_requests_delayed_total"),
+        )
+
+    host, port = server.flight_addr.rsplit(":", 1)
+    method = "/adlake.v1.MetricsService/QueryMetrics"
+    with bystander_asking(server, bystander) as answered:
+        held_before, delayed_before = counters()
+        started = time.monotonic()
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: adlake\r\n\r\n" + b"x" * 4000)
+            # The server's HTTP/2 settings may come first; then nothing,
+            # until it closes.
+            try:
+                while s.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+        held_for = time.monotonic() - started
+        assert held_for >= HOLD_S * 0.9, f"closed after {held_for:.2f} s, before the hold"
+        held, delayed = counters()
+        assert (held - held_before, delayed - delayed_before) == (1, 0)
+
+        with grpc.insecure_channel(server.flight_addr, options=[("grpc.use_local_subchannel_pool", 1)]) as flood:
+            call = flood.unary_unary(method, request_serializer=None, response_deserializer=None)
+
+            def refuse() -> float:
+                t = time.monotonic()
+                with pytest.raises(grpc.RpcError) as err:
+                    call(b"\xff\xff", timeout=30)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+                return time.monotonic() - t
+
+            for _ in range(FREE_REFUSALS + 1):
+                refuse()
+            assert counters()[1] == delayed_before, "a free refusal was delayed"
+            waits = [refuse() for _ in range(3)]
+            assert min(waits) >= PENALTY_S * 0.9, waits
+            assert counters()[1] - delayed_before == 3
+
+            # Another connection is not the flooder: its refusals are free.
+            with grpc.insecure_channel(server.flight_addr, options=[("grpc.use_local_subchannel_pool", 1)]) as other:
+                other_call = other.unary_unary(method, request_serializer=None, response_deserializer=None)
+                for _ in range(3):
+                    with pytest.raises(grpc.RpcError) as err:
+                        other_call(b"\xff\xff", timeout=30)
+                    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert counters()[1] - delayed_before == 3, "another connection's refusals were delayed"
+    assert answered, "the bystander got no answer"
     assert_alive(server, bystander)
