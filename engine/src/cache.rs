@@ -39,6 +39,17 @@ pub enum CacheStatus {
     Bypass,
 }
 
+impl CacheStatus {
+    /// `hit`, `miss` or `bypass`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
 /// The identity of an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {

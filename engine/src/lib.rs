@@ -158,6 +158,26 @@ impl Default for EngineOptions {
     }
 }
 
+/// The answer to a statement: its batches as they are produced, what the
+/// result cache did, and the table versions it reads.
+pub struct SqlAnswer {
+    /// The result, streamed.
+    pub batches: SendableRecordBatchStream,
+    /// Answered from the cache, computed, or computed without it.
+    pub cache: CacheStatus,
+    /// Each table the statement reads, at the version it reads.
+    pub versions: BTreeMap<String, Option<u64>>,
+}
+
+impl std::fmt::Debug for SqlAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlAnswer")
+            .field("cache", &self.cache)
+            .field("versions", &self.versions)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A planned read-only query for one caller.
 #[derive(Debug)]
 pub struct Query {
@@ -386,16 +406,16 @@ impl Engine {
     /// Plans and runs `sql` for `scope` through the result cache (unless
     /// `bypass`). A statement described before is looked up in the cache
     /// straight away: a hit is answered without parsing or planning.
-    pub async fn execute_sql(
-        &self,
-        scope: &Scope,
-        sql: &str,
-        bypass: bool,
-    ) -> Result<(SendableRecordBatchStream, CacheStatus)> {
+    pub async fn execute_sql(&self, scope: &Scope, sql: &str, bypass: bool) -> Result<SqlAnswer> {
         self.limits.check_size(sql)?;
         if bypass {
             let query = self.plan(scope, sql).await?;
-            return Ok((query.execute().await?, CacheStatus::Bypass));
+            let versions = query.table_versions().clone();
+            return Ok(SqlAnswer {
+                batches: query.execute().await?,
+                cache: CacheStatus::Bypass,
+                versions,
+            });
         }
         let question = memo::normalize(sql);
         let described = self
@@ -404,11 +424,21 @@ impl Engine {
             .await;
         let Some(described) = described.filter(|d| !d.time_dependent) else {
             let query = self.plan(scope, sql).await?;
-            return self.execute_cached(scope, sql, query, false).await;
+            let versions = query.table_versions().clone();
+            let (batches, cache) = self.execute_cached(scope, sql, query, false).await?;
+            return Ok(SqlAnswer {
+                batches,
+                cache,
+                versions,
+            });
         };
         let key = sql_cache_key(scope, question, described.versions.clone());
-        if let Some(stream) = self.cached_stream(&key).await {
-            return Ok((stream, CacheStatus::Hit));
+        if let Some(batches) = self.cached_stream(&key).await {
+            return Ok(SqlAnswer {
+                batches,
+                cache: CacheStatus::Hit,
+                versions: key.versions,
+            });
         }
         // The lookup above counted the miss.
         let query = self.plan(scope, sql).await?;
@@ -416,7 +446,13 @@ impl Engine {
             versions: query.table_versions().clone(),
             ..key
         };
-        self.execute_and_store(key, query).await
+        let versions = key.versions.clone();
+        let (batches, cache) = self.execute_and_store(key, query).await?;
+        Ok(SqlAnswer {
+            batches,
+            cache,
+            versions,
+        })
     }
 
     /// Runs a planned statement through the result cache: a hit streams the

@@ -439,8 +439,14 @@ async fn statements_seen_before_are_answered_without_planning_again() {
     let sql = "SELECT sum(clicks) FROM ad_performance";
 
     // First time: planned, run, stored. acme's clicks: 20 + 5 + 1 = 26.
-    let (stream, status) = engine.execute_sql(&acme, sql, false).await.unwrap();
+    let adlake_engine::SqlAnswer {
+        batches: stream,
+        cache: status,
+        versions,
+    } = engine.execute_sql(&acme, sql, false).await.unwrap();
     assert_eq!(status, CacheStatus::Miss);
+    let read = versions["ad_performance"].expect("a version of ad_performance");
+    assert_eq!(versions.keys().collect::<Vec<_>>(), ["ad_performance"]);
     assert_eq!(one_int(stream).await, 26);
     let planned = engine.statements_planned();
     assert_eq!(planned, 1);
@@ -452,17 +458,30 @@ async fn statements_seen_before_are_answered_without_planning_again() {
         .unwrap();
     assert_eq!(described.schema.fields().len(), 1);
     assert!(described.parameter_types.is_empty());
-    let (stream, status) = engine
+    let adlake_engine::SqlAnswer {
+        batches: stream,
+        cache: status,
+        versions,
+    } = engine
         .execute_sql(&acme, "SELECT sum(clicks)\tFROM ad_performance", false)
         .await
         .unwrap();
     assert_eq!(status, CacheStatus::Hit);
+    assert_eq!(
+        versions["ad_performance"],
+        Some(read),
+        "a hit reads the version it was stored for"
+    );
     assert_eq!(one_int(stream).await, 26);
     assert_eq!(engine.statements_planned(), planned);
     assert_eq!(engine.cache().stats().hits, 1);
 
     // Another scope is another statement: globex's 90 clicks, planned anew.
-    let (stream, status) = engine
+    let adlake_engine::SqlAnswer {
+        batches: stream,
+        cache: status,
+        ..
+    } = engine
         .execute_sql(&Scope::clients(["globex"]), sql, false)
         .await
         .unwrap();
@@ -474,12 +493,21 @@ async fn statements_seen_before_are_answered_without_planning_again() {
     // (26 + 4 = 30), never the stored one.
     write_ads(dir.path(), &[("acme", 2, "tiktok_ads", 1_000_000, 10, 4)]).await;
     engine.refresh().await.unwrap();
-    let (stream, status) = engine.execute_sql(&acme, sql, false).await.unwrap();
+    let adlake_engine::SqlAnswer {
+        batches: stream,
+        cache: status,
+        versions,
+    } = engine.execute_sql(&acme, sql, false).await.unwrap();
     assert_eq!(status, CacheStatus::Miss);
+    assert_eq!(versions["ad_performance"], Some(read + 1));
     assert_eq!(one_int(stream).await, 30);
     assert_eq!(engine.statements_planned(), planned + 2);
     // Bypass plans every time and stores nothing.
-    let (stream, status) = engine.execute_sql(&acme, sql, true).await.unwrap();
+    let adlake_engine::SqlAnswer {
+        batches: stream,
+        cache: status,
+        ..
+    } = engine.execute_sql(&acme, sql, true).await.unwrap();
     assert_eq!(status, CacheStatus::Bypass);
     assert_eq!(one_int(stream).await, 30);
     assert_eq!(engine.statements_planned(), planned + 3);
@@ -496,7 +524,11 @@ async fn whitespace_inside_a_literal_is_part_of_the_statement() {
         ("SELECT CAST(length('a b') AS BIGINT)", 3),
         ("SELECT CAST(length('a  b') AS BIGINT)", 4),
     ] {
-        let (stream, _) = engine.execute_sql(&scope, sql, false).await.unwrap();
+        let stream = engine
+            .execute_sql(&scope, sql, false)
+            .await
+            .unwrap()
+            .batches;
         assert_eq!(one_int(stream).await, want, "{sql}");
     }
 }

@@ -158,6 +158,13 @@ pub struct Config {
     /// empty). An unreachable collector only costs warnings in the log.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+
+    /// Append one JSON line per query and per refused call (caller, scope,
+    /// statement or request, tables and versions read, rows, outcome,
+    /// request id, time) to this file, created if missing. No access log
+    /// when unset.
+    #[arg(long, value_name = "PATH", env = "ADLAKE_ACCESS_LOG")]
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 /// The memory this process may use: the cgroup's limit (v2, then v1) when
@@ -225,6 +232,7 @@ impl Config {
             max_expression_depth: adlake_engine::DEFAULT_MAX_EXPRESSION_DEPTH,
             cache_bytes: adlake_engine::cache::DEFAULT_CACHE_BYTES,
             otlp_endpoint: None,
+            access_log: None,
         }
     }
 

@@ -33,6 +33,7 @@
 //! assert!(auth.authenticate("guess").is_none());
 //! ```
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod decode;

@@ -387,6 +387,7 @@ pub struct QueryRecord {
     started: std::time::Instant,
     rows: u64,
     status: Option<String>,
+    access: Option<crate::access::Entry>,
 }
 
 impl QueryRecord {
@@ -397,7 +398,15 @@ impl QueryRecord {
             started,
             rows: 0,
             status: None,
+            access: None,
         }
+    }
+
+    /// Also writes `entry` to the access log when the query is over, with
+    /// its rows, outcome and duration.
+    pub fn with_access(mut self, entry: crate::access::Entry) -> Self {
+        self.access = Some(entry);
+        self
     }
 
     /// Counts rows the caller was sent.
@@ -419,12 +428,17 @@ impl QueryRecord {
 impl Drop for QueryRecord {
     fn drop(&mut self) {
         let status = self.status.as_deref().unwrap_or("cancelled");
-        observe_query(self.kind, status, self.started.elapsed(), self.rows);
+        let elapsed = self.started.elapsed();
+        observe_query(self.kind, status, elapsed, self.rows);
+        if let Some(mut entry) = self.access.take() {
+            entry.rows = self.rows;
+            entry.write(status, None, elapsed);
+        }
     }
 }
 
 /// `InvalidArgument` -> `invalid_argument`.
-fn status_name(code: tonic::Code) -> String {
+pub fn status_name(code: tonic::Code) -> String {
     let mut out = String::new();
     for (i, c) in format!("{code:?}").chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {

@@ -112,6 +112,11 @@ impl Server {
             tracing::debug!(?lanes, "execution lanes were set before; kept");
         }
         let tls = tls_config(config)?;
+        if let Some(path) = &config.access_log
+            && !crate::access::enabled()
+        {
+            crate::access::open(path)?;
+        }
 
         let (flight, flight_addr) = bind("flight", &config.flight_addr).await?;
         let (http, http_addr) = bind("http", &config.http_addr).await?;

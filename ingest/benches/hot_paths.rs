@@ -146,17 +146,17 @@ fn metrics(c: &mut Criterion) {
         })
     });
     rt.block_on(async {
-        let (stream, _) = engine.execute_sql(&scope, sql, false).await.expect("runs");
-        collect(stream).await
+        let answer = engine.execute_sql(&scope, sql, false).await.expect("runs");
+        collect(answer.batches).await
     });
     group.bench_function("cache_hit", |b| {
         b.iter(|| {
             rt.block_on(async {
-                let (stream, _) = engine
+                let answer = engine
                     .execute_sql(&scope, black_box(sql), false)
                     .await
                     .expect("runs");
-                collect(stream).await
+                collect(answer.batches).await
             })
         })
     });

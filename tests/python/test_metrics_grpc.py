@@ -335,3 +335,88 @@ def test_grpc_queries_take_the_callers_query_slots_like_flight_sql(
     finally:
         client.close()
         srv.stop()
+
+
+def test_the_access_log_records_who_read_what_and_who_was_refused(
+    pb, warehouse: Warehouse, principals: Principals, tmp_path: Path
+):
+    # Every query and every refused call, on both surfaces, is one JSON
+    # line naming the caller, scope, statement or request, tables and
+    # versions read, rows returned, outcome and request id; no token, valid
+    # or not, is ever written.
+    import json
+
+    import adbc_driver_flightsql.dbapi as flightsql
+    from adbc_driver_manager import dbapi as adbc_dbapi
+
+    messages, stubs = pb
+    auth_file = tmp_path / "auth.toml"
+    write_auth_file(auth_file, principals.all())
+    log = tmp_path / "access.jsonl"
+    srv = start_server(warehouse, auth_file, tmp_path, ["--access-log", str(log)])
+    client_a = principals.a.clients[0]
+    sql = "SELECT client_id, CAST(SUM(clicks) AS BIGINT) AS clicks FROM ad_performance GROUP BY client_id"
+    wrong_token = "not-a-token-" + principals.a.token[:8]
+    try:
+        with flightsql.connect(srv.flight_uri, db_kwargs=adbc_db_kwargs(token=principals.a.token)) as conn:
+            got = query(conn, sql)
+        with flightsql.connect(srv.flight_uri, db_kwargs=adbc_db_kwargs(token=wrong_token)) as conn:
+            with pytest.raises(adbc_dbapi.Error):
+                query(conn, "SELECT 1 AS denied")
+        with grpc.insecure_channel(srv.flight_addr) as channel:
+            stub = stubs.MetricsServiceStub(channel)
+            request = messages.QueryMetricsRequest(
+                metrics=["spend"],
+                dimensions=["platform"],
+                date_range=messages.DateRange(absolute=messages.AbsoluteRange(start=START_DATE, end=END_DATE)),
+            )
+            answer, call = stub.QueryMetrics.with_call(request, metadata=auth(principals.b.token), timeout=CALL_TIMEOUT_S)
+            grpc_request_id = dict(call.initial_metadata() or []).get("x-request-id") or dict(
+                call.trailing_metadata() or []
+            ).get("x-request-id")
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.QueryMetrics(request, metadata=auth(wrong_token), timeout=CALL_TIMEOUT_S)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        def entries() -> list[dict]:
+            text = log.read_text() if log.exists() else ""
+            return [json.loads(line) for line in text.splitlines()]
+
+        def wanted(found: list[dict]) -> bool:
+            return (
+                any(e.get("statement") == sql and e["outcome"] == "ok" for e in found)
+                and any(e.get("statement") == "SELECT 1 AS denied" for e in found)
+                and sum(e["method"] == "QueryMetrics" for e in found) >= 2
+            )
+
+        deadline = time.monotonic() + 15
+        while not wanted(entries()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        found = entries()
+        assert wanted(found), json.dumps(found, indent=1)[:4000]
+    finally:
+        srv.stop()
+
+    ads_version = warehouse.delta("ad_performance").version()
+    allowed = next(e for e in found if e.get("statement") == sql and e["outcome"] == "ok")
+    assert allowed["surface"] == "flight_sql" and allowed["method"] == "DoGet(Statement)", allowed
+    assert (allowed["principal"], allowed["scope"]) == (principals.a.name, client_a)
+    assert allowed["tables"] == {"ad_performance": ads_version}, allowed
+    assert allowed["rows"] == got.num_rows == 1
+    assert allowed["cache"] in {"miss", "hit"} and allowed["request_id"], allowed
+
+    denied = [e for e in found if e.get("statement") == "SELECT 1 AS denied"]
+    assert denied and all(e["outcome"] == "unauthenticated" and e["principal"] is None for e in denied), denied
+    assert all(e["rows"] == 0 and e["tables"] == {} for e in denied), denied
+
+    metric = [e for e in found if e["method"] == "QueryMetrics"]
+    ok = next(e for e in metric if e["outcome"] == "ok")
+    assert ok["surface"] == "grpc" and ok["principal"] == principals.b.name, ok
+    assert ok["scope"] == principals.b.clients[0] and ok["request_id"] == grpc_request_id, ok
+    assert ok["tables"].get("ad_performance") == ads_version, ok
+    assert ok["rows"] == len(answer.rows) and "spend" in ok["request"], ok
+    assert any(e["outcome"] == "unauthenticated" and e["principal"] is None for e in metric), metric
+
+    text = log.read_text()
+    for secret in [p.token for p in principals.all()] + [wrong_token]:
+        assert secret not in text, "a token is in the access log"

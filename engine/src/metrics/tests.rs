@@ -853,7 +853,11 @@ async fn time_relative_statements_are_answered_for_the_instant_they_are_asked() 
     let run = |sql: &'static str| {
         let engine = &engine;
         async move {
-            let (stream, status) = engine.execute_sql(&acme(), sql, false).await.unwrap();
+            let crate::SqlAnswer {
+                batches: stream,
+                cache: status,
+                ..
+            } = engine.execute_sql(&acme(), sql, false).await.unwrap();
             let batches: Vec<RecordBatch> =
                 futures::TryStreamExt::try_collect(stream).await.unwrap();
             let c = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(

@@ -149,6 +149,8 @@ impl AdlakeFlightSqlService {
             .authenticate(token)
             .ok_or_else(|| Status::unauthenticated("invalid token"))?;
         call.principal = Some(principal.name.clone());
+        call.access.principal = Some(principal.name.clone());
+        call.access.scope = Some(principal.scope.to_string());
         tracing::Span::current().record("principal", principal.name.as_str());
         // Every authenticated call counts against the caller's rate.
         self.limits.check_rate(&principal.name)?;
@@ -284,6 +286,7 @@ impl AdlakeFlightSqlService {
         request: Request<FlightDescriptor>,
         sql: &str,
     ) -> Result<FlightInfo, Status> {
+        call.statement(sql);
         let principal = self.authenticate(call, request.metadata())?;
         refuse_unbound(sql, self.engine.statement_limits())?;
         let described = self.describe(call, &principal, sql).await?;
@@ -310,6 +313,7 @@ impl AdlakeFlightSqlService {
         metadata: &MetadataMap,
         sql: &str,
     ) -> Result<DoGetStream, Status> {
+        call.statement(sql);
         let principal = self.authenticate(call, metadata)?;
         refuse_unbound(sql, self.engine.statement_limits())?;
         // Held until the stream ends or the caller drops it.
@@ -332,7 +336,8 @@ impl AdlakeFlightSqlService {
                 sql.to_owned(),
             );
             adlake_engine::lanes::stream(&principal.name, async move {
-                engine.execute_sql(&scope, &sql, bypass).await
+                let answer = engine.execute_sql(&scope, &sql, bypass).await?;
+                Ok((answer.batches, (answer.cache, answer.versions)))
             })
         };
         let started_stream = match self.limits.settings().query_timeout {
@@ -341,7 +346,11 @@ impl AdlakeFlightSqlService {
                 .map_err(|_| limits::timed_out(limit))?,
             None => starting.await,
         };
-        let (batches, _) = started_stream.map_err(|err| engine_status(&err, call.id))?;
+        let (batches, (cache, versions)) =
+            started_stream.map_err(|err| engine_status(&err, call.id))?;
+        let mut access = call.access.clone();
+        access.tables = versions;
+        access.cache = Some(cache.as_str());
         // The advertised schema is sent first, so a client gets it even for an
         // empty result, and it is the schema of every batch.
         let schema = batches.schema();
@@ -356,7 +365,7 @@ impl AdlakeFlightSqlService {
             batches,
             Running {
                 permit,
-                record: QueryRecord::new("sql", call.started),
+                record: QueryRecord::new("sql", call.started).with_access(access),
             },
             settings.query_timeout.map(|limit| (started + limit, limit)),
             settings.max_result_bytes,
@@ -667,6 +676,8 @@ struct Call {
     principal: Option<String>,
     /// When the call came in.
     started: std::time::Instant,
+    /// What the access log will say of the call.
+    access: crate::access::Entry,
 }
 
 impl Call {
@@ -682,6 +693,14 @@ impl Call {
             method,
             principal: None,
             started: std::time::Instant::now(),
+            access: crate::access::Entry::new("flight_sql", method, id),
+        }
+    }
+
+    /// Names the statement of the call in its access-log entry.
+    fn statement(&mut self, sql: &str) {
+        if crate::access::enabled() {
+            self.access.statement(sql);
         }
     }
 
@@ -689,6 +708,11 @@ impl Call {
     fn fail(&self, mut status: Status) -> Status {
         log_failure(self.id, self.method, self.principal.as_deref(), &status);
         crate::metrics::observe_failure(self.method, status.code(), self.started.elapsed());
+        self.access.clone().write(
+            &crate::metrics::status_name(status.code()),
+            Some(status.message()),
+            self.started.elapsed(),
+        );
         self.id.tag(status.metadata_mut());
         status
     }
@@ -828,6 +852,7 @@ impl FlightSqlService for AdlakeFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let mut call = Call::new("CreatePreparedStatement", request.extensions());
+        call.statement(&query.query);
         let result = async {
             let principal = self.authenticate(&mut call, request.metadata())?;
             if query.transaction_id.is_some() {

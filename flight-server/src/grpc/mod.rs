@@ -17,7 +17,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use adlake_engine::metrics::{
     Cell, ColumnKind, Comparison, DIMENSIONS, DateRange, Filter, FilterOp, Grain, Landing,
@@ -112,9 +112,41 @@ impl AdlakeGrpc {
             .authenticate(credential.token())
             .ok_or_else(|| Status::unauthenticated("invalid token"))?;
         tracing::Span::current().record("principal", principal.name.as_str());
+        note_access(|entry| {
+            entry.principal = Some(principal.name.clone());
+            entry.scope = Some(principal.scope.to_string());
+        });
         self.limits.check_rate(&principal.name)?;
         Ok((principal.name, principal.scope))
     }
+}
+
+tokio::task_local! {
+    /// The access-log entry of the call being served.
+    static ACCESS: Arc<Mutex<crate::access::Entry>>;
+}
+
+/// Applies `change` to the access-log entry of the call being served.
+fn note_access(change: impl FnOnce(&mut crate::access::Entry)) {
+    let _ = ACCESS.try_with(|entry| {
+        change(
+            &mut entry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    });
+}
+
+/// The access-log entry of the call being served, as it stands.
+fn access_entry() -> crate::access::Entry {
+    ACCESS
+        .try_with(|entry| {
+            entry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs one call in its span (see the module's documentation): `handler`
@@ -132,7 +164,13 @@ where
     let started = std::time::Instant::now();
     let span = crate::flight_sql::call_span(id, rpc);
     span.record("method", rpc);
-    let result = handler(id, request).instrument(span.clone()).await;
+    let entry = Arc::new(Mutex::new(crate::access::Entry::new("grpc", rpc, id)));
+    let result = ACCESS
+        .scope(
+            Arc::clone(&entry),
+            handler(id, request).instrument(span.clone()),
+        )
+        .await;
     let _entered = span.enter();
     match result {
         Ok(mut response) => {
@@ -142,6 +180,15 @@ where
         Err(mut status) => {
             crate::flight_sql::log_failure(id, rpc, None, &status);
             crate::metrics::observe_failure(rpc, status.code(), started.elapsed());
+            let entry = entry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            entry.write(
+                &crate::metrics::status_name(status.code()),
+                Some(status.message()),
+                started.elapsed(),
+            );
             id.tag(status.metadata_mut());
             Err(status)
         }
@@ -352,6 +399,9 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
             let started = std::time::Instant::now();
             let (caller, scope) = self.caller(request.metadata())?;
             let request = request.into_inner();
+            if crate::access::enabled() {
+                note_access(|entry| entry.request = Some(format!("{request:?}")));
+            }
             let bypass = request.bypass_cache;
             let query = metric_query(request)?;
             let (result, status) = self
@@ -366,7 +416,11 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
                 .await?;
             let answer = response(&result, status);
             // A failure is recorded by `serve`, with its status.
-            let mut record = crate::metrics::QueryRecord::new("metric", started);
+            let mut access = access_entry();
+            access.tables = result.table_versions.clone();
+            access.cache = Some(status.as_str());
+            let mut record =
+                crate::metrics::QueryRecord::new("metric", started).with_access(access);
             record.streamed(answer.rows.len());
             record.finished();
             Ok(Response::new(answer))
@@ -436,6 +490,7 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
         request: Request<pb::GetFreshnessRequest>,
     ) -> Result<Response<pb::GetFreshnessResponse>, Status> {
         serve("GetFreshness", request, |id, request| async move {
+            let started = std::time::Instant::now();
             let (caller, scope) = self.caller(request.metadata())?;
             let now = self.engine.now();
             let (rows, landings) = self
@@ -454,7 +509,7 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
                     .map_err(|e| engine_status(&e, id))
                 })
                 .await?;
-            let sources = rows
+            let sources: Vec<pb::ClientFreshness> = rows
                 .into_iter()
                 .map(|f| {
                     let tz = self.engine.client_time_zone(&f.client_id);
@@ -476,6 +531,10 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
                     }
                 })
                 .collect();
+            let mut record =
+                crate::metrics::QueryRecord::new("freshness", started).with_access(access_entry());
+            record.streamed(sources.len());
+            record.finished();
             Ok(Response::new(pb::GetFreshnessResponse { sources }))
         })
         .await
