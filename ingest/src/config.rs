@@ -19,6 +19,13 @@
 //! currency = "USD"                    # the account currency, where reports lack it
 //! # endpoint = "https://googleads.googleapis.com"   # override of the API base URL
 //! # canonical_action = "omni_purchase"               # Meta only
+//!
+//! [fx]                                # optional: `run` and the worker pull fx_rates
+//! source = "ecb"                      # the ECB's daily euro reference rates (the one source)
+//! # currencies = ["USD", "GBP"]       # default: every currency the ECB publishes
+//! # max_age_days = 5                  # a day without a rate takes the latest earlier one this old
+//! # lookback_days = 7                 # days re-read before yesterday on every pull
+//! # endpoint = "https://data-api.ecb.europa.eu"
 //! ```
 //!
 //! Any error names the line of the file that is wrong.
@@ -32,6 +39,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::connectors::{DEFAULT_CANONICAL_ACTION, SourceKind};
+use crate::fx::FxConfig;
 use crate::http::Credentials;
 use crate::validate::is_known_currency;
 
@@ -58,6 +66,17 @@ struct RawConfig {
     warehouse: Option<String>,
     #[serde(default)]
     client: Vec<Spanned<RawClient>>,
+    fx: Option<Spanned<RawFx>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFx {
+    source: Option<Spanned<String>>,
+    endpoint: Option<Spanned<String>>,
+    currencies: Option<Spanned<Vec<String>>>,
+    max_age_days: Option<Spanned<u32>>,
+    lookback_days: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +142,83 @@ pub struct Config {
     pub warehouse: Option<String>,
     /// The clients.
     pub clients: Vec<ClientConfig>,
+    /// The exchange-rate source (`[fx]`), when `run` and the worker pull
+    /// `fx_rates`.
+    pub fx: Option<FxConfig>,
+}
+
+/// Longest `max_age_days` of `[fx]`: a rate older than a month is no
+/// rate for the day.
+pub const MAX_FX_AGE_DAYS: u32 = 31;
+
+fn http_url(e: &Spanned<String>) -> Result<String, (Range<usize>, String)> {
+    let url = e.get_ref().trim_end_matches('/').to_owned();
+    if url::Url::parse(&url).map(|u| u.scheme().starts_with("http")) != Ok(true) {
+        return Err((e.span(), format!("endpoint '{url}' is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+fn parse_fx(
+    raw: RawFx,
+    err: &dyn Fn(Option<Range<usize>>, String) -> ConfigError,
+) -> Result<FxConfig, ConfigError> {
+    if let Some(s) = &raw.source
+        && s.get_ref() != "ecb"
+    {
+        return Err(err(
+            Some(s.span()),
+            format!(
+                "unknown fx source '{}' (the one scheduled source is \"ecb\"; load other rates with `adlake-ingest file --table fx_rates`)",
+                s.get_ref()
+            ),
+        ));
+    }
+    let mut fx = FxConfig::default();
+    if let Some(e) = &raw.endpoint {
+        fx.endpoint = http_url(e).map_err(|(span, m)| err(Some(span), m))?;
+    }
+    if let Some(c) = &raw.currencies {
+        for code in c.get_ref() {
+            if !is_known_currency(code) {
+                return Err(err(
+                    Some(c.span()),
+                    format!("unknown currency '{code}' (expected an ISO 4217 code)"),
+                ));
+            }
+        }
+        fx.currencies = c
+            .get_ref()
+            .iter()
+            .filter(|c| *c != "EUR")
+            .cloned()
+            .collect();
+    }
+    if let Some(m) = &raw.max_age_days {
+        if *m.get_ref() > MAX_FX_AGE_DAYS {
+            return Err(err(
+                Some(m.span()),
+                format!(
+                    "max_age_days must be at most {MAX_FX_AGE_DAYS}, got {}",
+                    m.get_ref()
+                ),
+            ));
+        }
+        fx.max_age_days = *m.get_ref();
+    }
+    if let Some(l) = &raw.lookback_days {
+        if *l.get_ref() > MAX_LOOKBACK_DAYS {
+            return Err(err(
+                Some(l.span()),
+                format!(
+                    "lookback_days must be at most {MAX_LOOKBACK_DAYS}, got {}",
+                    l.get_ref()
+                ),
+            ));
+        }
+        fx.lookback_days = *l.get_ref();
+    }
+    Ok(fx)
 }
 
 /// The production API base URL of a platform.
@@ -266,17 +362,7 @@ impl Config {
                     ));
                 }
                 let endpoint = match &s.endpoint {
-                    Some(e) => {
-                        let url = e.get_ref().trim_end_matches('/').to_owned();
-                        if url::Url::parse(&url).map(|u| u.scheme().starts_with("http")) != Ok(true)
-                        {
-                            return Err(err(
-                                Some(e.span()),
-                                format!("endpoint '{url}' is not an http(s) URL"),
-                            ));
-                        }
-                        url
-                    }
+                    Some(e) => http_url(e).map_err(|(span, m)| err(Some(span), m))?,
                     None => default_endpoint(kind).to_owned(),
                 };
                 sources.push(SourceConfig {
@@ -308,9 +394,14 @@ impl Config {
         if clients.is_empty() {
             return Err(err(None, "no [[client]] is configured".to_owned()));
         }
+        let fx = raw
+            .fx
+            .map(|fx| parse_fx(fx.into_inner(), &err))
+            .transpose()?;
         Ok(Self {
             warehouse: raw.warehouse,
             clients,
+            fx,
         })
     }
 

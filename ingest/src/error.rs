@@ -93,6 +93,11 @@ pub enum Error {
     #[error("unknown client '{0}': no table holds a row of it; nothing was changed")]
     UnknownClient(String),
 
+    /// A source could not be read (after the HTTP client's retries), or
+    /// gave nothing usable; nothing was written.
+    #[error("{0}")]
+    Fetch(String),
+
     /// The Delta Lake library failed.
     #[error("Delta table '{table}': {source}")]
     Delta {

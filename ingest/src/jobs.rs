@@ -521,6 +521,7 @@ impl Ingestor {
         max_ticks: Option<u64>,
     ) -> Vec<JobReport> {
         let mut landed: HashMap<(String, SourceKind), NaiveDate> = HashMap::new();
+        let mut rates_landed: Option<NaiveDate> = None;
         let mut all = Vec::new();
         let mut ticks = 0u64;
         loop {
@@ -533,6 +534,16 @@ impl Ingestor {
                     landed.insert((report.client.clone(), report.source), report.to);
                 }
                 all.push(report);
+            }
+            if config.fx.is_some() && rates_landed != Some(cli::fx_until(config)) {
+                match cli::scheduled_fx(config, self).await {
+                    Some(Ok(r)) => {
+                        info!(run = %r.run_id, from = %r.from, to = %r.to, rows = r.rows_written, "fx_rates landed");
+                        rates_landed = Some(r.to);
+                    }
+                    Some(Err(e)) => warn!(error = %e, "fx_rates pull failed; retried next tick"),
+                    None => {}
+                }
             }
             ticks += 1;
             if max_ticks.is_some_and(|m| ticks >= m) {

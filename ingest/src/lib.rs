@@ -59,6 +59,7 @@ pub mod erase;
 pub mod error;
 mod files;
 pub mod freshness;
+pub mod fx;
 pub mod http;
 pub mod jobs;
 pub mod live;

@@ -57,6 +57,9 @@ enum Command {
     File(adlake_ingest::jobs::cli::FileArgs),
     /// Run the daily schedule so yesterday lands before 08:00 client-local.
     Worker(adlake_ingest::jobs::cli::WorkerArgs),
+    /// Pull the ECB's daily reference rates into fx_rates over a date
+    /// range (weekends and holidays filled, cross rates through EUR).
+    Fx(adlake_ingest::jobs::cli::FxArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
         }
         Command::File(args) => report(runtime.block_on(adlake_ingest::jobs::cli::file(args))),
         Command::Worker(args) => report(runtime.block_on(adlake_ingest::jobs::cli::worker(args))),
+        Command::Fx(args) => report(runtime.block_on(adlake_ingest::jobs::cli::fx(args))),
     }
 }
 

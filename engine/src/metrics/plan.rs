@@ -854,35 +854,57 @@ async fn check_currencies(
         for (start, end) in &periods {
             parts.push(match &p.currency {
                 Some(c) => format!(
-                    "SELECT DISTINCT CAST(t.currency AS VARCHAR) AS currency FROM {table} t {} WHERE {} AND t.currency <> {} AND fx.rate IS NULL",
+                    "SELECT CAST(t.currency AS VARCHAR) AS currency, t.date AS date FROM {table} t {} WHERE {} AND t.currency <> {} AND fx.rate IS NULL",
                     fx_join(c),
                     where_sql(p, table, *start, *end),
                     quote(c)
                 ),
                 None => format!(
-                    "SELECT DISTINCT CAST(t.currency AS VARCHAR) AS currency FROM {table} t WHERE {}",
+                    "SELECT CAST(t.currency AS VARCHAR) AS currency, t.date AS date FROM {table} t WHERE {}",
                     where_sql(p, table, *start, *end)
                 ),
             });
         }
     }
+    // Each currency found, with the first and last date it lacks a rate
+    // on and how many such dates (for a conversion), so the error names
+    // what to load.
     let sql = format!(
-        "SELECT DISTINCT currency FROM ({}) c ORDER BY currency",
+        "SELECT currency, min(date) AS first, max(date) AS last, count(DISTINCT date) AS days \
+         FROM ({}) c GROUP BY currency ORDER BY currency",
         parts.join(" UNION ALL ")
     );
     let batches = collect(src, &sql, versions).await?;
-    let found: Vec<String> = batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .filter_map(|r| text_at(b.column(0).as_ref(), r))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut found: Vec<String> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for b in &batches {
+        let days = b
+            .column(3)
+            .as_primitive_opt::<arrow::datatypes::Int64Type>();
+        for r in 0..b.num_rows() {
+            let Some(currency) = text_at(b.column(0).as_ref(), r) else {
+                continue;
+            };
+            let first = text_at(b.column(1).as_ref(), r).unwrap_or_default();
+            let last = text_at(b.column(2).as_ref(), r).unwrap_or_default();
+            let n = days.map_or(0, |d| d.value(r));
+            let pair = match &p.currency {
+                Some(c) => format!("{currency} to {c}"),
+                None => currency.clone(),
+            };
+            missing.push(match n {
+                1 => format!("{pair} on {first}"),
+                n => format!("{pair} on {n} dates from {first} to {last}"),
+            });
+            found.push(currency);
+        }
+    }
     match &p.currency {
         Some(c) if !found.is_empty() => Err(invalid(format!(
-            "cannot convert {} to reporting currency {c}: fx_rates has no rate for some dates of the range",
-            found.join(", ")
+            "cannot convert to reporting currency {c}: fx_rates has no rate for {} (load rates with \
+             `adlake-ingest fx` or `adlake-ingest file --table fx_rates`; a day without a \
+             published rate takes the latest earlier one only within the configured age)",
+            missing.join("; ")
         ))),
         None if found.len() > 1 => Err(invalid(format!(
             "the money measures mix currencies {}: set a reporting currency (converted through fx_rates) or group by the 'currency' dimension",

@@ -486,7 +486,11 @@ async fn currencies_are_never_mixed_silently() {
         &q.with_reporting_currency("GBP"),
     )
     .await;
-    assert!(err.contains("EUR, USD") && err.contains("GBP"), "{err}");
+    // The error names each currency and the dates it lacks a rate on.
+    assert!(
+        err.contains("no rate for EUR to GBP on 2026-01-31; USD to GBP on 4 dates from 2026-01-30 to 2026-02-02"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

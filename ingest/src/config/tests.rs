@@ -141,3 +141,37 @@ fn secrets_come_from_the_file_or_the_environment_and_never_show() {
     assert_eq!(e.line, Some(2), "{e}");
     assert!(!e.to_string().contains("zzz-secret"), "{e}");
 }
+
+#[test]
+fn the_fx_table_is_optional_and_checked() {
+    let c = Config::parse(GOOD, Path::new("clients.toml")).unwrap();
+    assert_eq!(c.fx, None);
+    let with = format!(
+        "{GOOD}\n[fx]\nsource = \"ecb\"\ncurrencies = [\"USD\", \"EUR\", \"GBP\"]\nmax_age_days = 4\n"
+    );
+    let fx = Config::parse(&with, Path::new("clients.toml"))
+        .unwrap()
+        .fx
+        .unwrap();
+    assert_eq!(fx.currencies, ["USD", "GBP"]);
+    assert_eq!(fx.max_age_days, 4);
+    assert_eq!(fx.lookback_days, crate::fx::DEFAULT_LOOKBACK_DAYS);
+    assert_eq!(fx.endpoint, crate::fx::ECB_ENDPOINT);
+    let line = GOOD.lines().count() + 3;
+    for (tail, want) in [
+        (
+            "source = \"openexchangerates\"",
+            "unknown fx source 'openexchangerates'",
+        ),
+        ("max_age_days = 60", "max_age_days must be at most 31"),
+        ("currencies = [\"usd\"]", "unknown currency 'usd'"),
+        ("endpoint = \"ftp://ecb\"", "not an http(s) URL"),
+        ("rates = 1", "unknown field `rates`"),
+    ] {
+        let err = error_of(&format!("{GOOD}\n[fx]\n{tail}\n"));
+        assert!(err.message.contains(want), "{tail}: {err}");
+        if !tail.starts_with("rates") {
+            assert_eq!(err.line, Some(line), "{tail}: {err}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use super::{Ingestor, JobReport, backfill_jobs, due_jobs};
 use crate::config::{Config, Secrets};
 use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
+use crate::fx;
 use crate::http::{HttpClient, HttpConfig};
 use crate::warehouse::Warehouse;
 
@@ -76,18 +77,37 @@ pub struct FileArgs {
     /// Shared options.
     pub common: CommonArgs,
     /// The client.
-    #[arg(long)]
-    pub client: String,
+    #[arg(long, required_unless_present = "table", conflicts_with = "table")]
+    pub client: Option<String>,
     /// The platform of the payloads.
-    #[arg(long)]
-    pub platform: String,
+    #[arg(long, required_unless_present = "table", conflicts_with = "table")]
+    pub platform: Option<String>,
     /// The account the payloads are of (default: the source's first).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "table")]
     pub account: Option<String>,
+    /// A table that is not a client's: `fx_rates` (the files are the ECB's
+    /// SDMX or eurofxref CSV, or date,base,quote,rate).
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
     /// Saved API payloads (JSON) or platform CSV exports (`.csv`, header
-    /// row of API field names).
+    /// row of API field names); rate files with `--table fx_rates`.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+/// `adlake-ingest fx`.
+#[derive(Debug, clap::Args)]
+pub struct FxArgs {
+    #[command(flatten)]
+    /// Shared options.
+    pub common: CommonArgs,
+    /// First date, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_date)]
+    pub from: NaiveDate,
+    /// Last date, YYYY-MM-DD (default: the latest yesterday of the
+    /// configured clients).
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<NaiveDate>,
 }
 
 /// `adlake-ingest worker`.
@@ -188,7 +208,17 @@ fn summarize(reports: &[JobReport]) -> Result<()> {
 pub async fn run(args: RunArgs) -> Result<()> {
     let (config, ingestor) = setup(&args.common)?;
     let reports = ingestor.run_jobs(due_jobs(&config, Utc::now())).await;
-    summarize(&reports)
+    let rates = scheduled_fx(&config, &ingestor).await;
+    match &rates {
+        Some(Ok(r)) => summarize_fx(r),
+        Some(Err(e)) => println!("FAILED {:<24} {:<13} {e}", "_global", "fx_rates"),
+        None => {}
+    }
+    summarize(&reports)?;
+    match rates {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `backfill`.
@@ -206,19 +236,116 @@ pub async fn backfill(args: BackfillArgs) -> Result<()> {
     summarize(&reports)
 }
 
+/// Prints what a rates write did.
+fn summarize_fx(r: &fx::FxReport) {
+    println!(
+        "ok     {:<24} {:<13} {}..{}  {:>8} rows  {:>5} observed  version {}  run {}",
+        "_global", "fx_rates", r.from, r.to, r.rows_written, r.observed, r.version, r.run_id
+    );
+    if !r.days_without_rates.is_empty() {
+        eprintln!(
+            "warning: no rate within the allowed age for {} day(s) ({}{}); queries converting them fail",
+            r.days_without_rates.len(),
+            r.days_without_rates
+                .iter()
+                .take(5)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            if r.days_without_rates.len() > 5 {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+/// The last day rates are needed for: the latest yesterday of the clients.
+pub(crate) fn fx_until(config: &Config) -> NaiveDate {
+    let now = Utc::now();
+    config
+        .clients
+        .iter()
+        .map(|c| super::client_yesterday(c, now))
+        .max()
+        .unwrap_or_else(|| now.date_naive())
+}
+
+/// Runs `fx`.
+pub async fn fx(args: FxArgs) -> Result<()> {
+    let (config, ingestor) = setup(&args.common)?;
+    let fx_config = config.fx.clone().unwrap_or_default();
+    let to = args.to.unwrap_or_else(|| fx_until(&config));
+    let report = fx::pull_ecb(
+        ingestor.warehouse(),
+        ingestor.http(),
+        &fx_config,
+        args.from,
+        to,
+        crate::writer::Trigger::Backfill,
+    )
+    .await?;
+    summarize_fx(&report);
+    Ok(())
+}
+
+/// The scheduled rates pull of `run` and the worker: the lookback window
+/// up to the latest yesterday of the clients.
+pub(crate) async fn scheduled_fx(
+    config: &Config,
+    ingestor: &Ingestor,
+) -> Option<Result<fx::FxReport>> {
+    let fx_config = config.fx.as_ref()?;
+    let to = fx_until(config);
+    let from = to
+        .checked_sub_days(chrono::Days::new(u64::from(fx_config.lookback_days)))
+        .unwrap_or(to);
+    Some(
+        fx::pull_ecb(
+            ingestor.warehouse(),
+            ingestor.http(),
+            fx_config,
+            from,
+            to,
+            crate::writer::Trigger::Schedule,
+        )
+        .await,
+    )
+}
+
 /// Runs `file`.
 pub async fn file(args: FileArgs) -> Result<()> {
     let (config, ingestor) = setup(&args.common)?;
-    let kind: SourceKind = args.platform.parse()?;
-    let client = config.client(&args.client).ok_or_else(|| {
-        Error::InvalidConfig(format!("client '{}' is not configured", args.client))
-    })?;
+    if let Some(table) = &args.table {
+        if table != "fx_rates" {
+            return Err(Error::Usage(format!(
+                "--table {table}: only fx_rates is loaded without a client (a client's files take --client and --platform)"
+            )));
+        }
+        let max_age = config
+            .fx
+            .as_ref()
+            .map_or(fx::DEFAULT_MAX_AGE_DAYS, |f| f.max_age_days);
+        let report = fx::ingest_files(ingestor.warehouse(), &args.paths, max_age).await?;
+        summarize_fx(&report);
+        return Ok(());
+    }
+    let (Some(client_id), Some(platform)) = (&args.client, &args.platform) else {
+        return Err(Error::Usage(
+            "--client and --platform are required (or --table fx_rates)".to_owned(),
+        ));
+    };
+    let kind: SourceKind = platform.parse()?;
+    let client = config
+        .client(client_id)
+        .ok_or_else(|| Error::InvalidConfig(format!("client '{client_id}' is not configured")))?;
     let source = client
         .sources
         .iter()
         .find(|s| s.kind == kind)
         .ok_or_else(|| {
-            Error::InvalidConfig(format!("client '{}' has no source '{kind}'", args.client))
+            Error::InvalidConfig(format!("client '{client_id}' has no source '{kind}'"))
         })?;
     let report = ingestor
         .ingest_files(client, source, args.account.as_deref(), &args.paths)
