@@ -242,3 +242,75 @@ pub async fn freshness(args: FreshnessArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `adlake-ingest lineage`.
+#[derive(Debug, clap::Args)]
+pub struct LineageArgs {
+    /// Warehouse directory or URL (file://, s3://, gs://, az://).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ADLAKE_WAREHOUSE",
+        default_value = "./data/warehouse"
+    )]
+    pub warehouse: String,
+    /// The client.
+    #[arg(long)]
+    pub client: String,
+    /// The day, YYYY-MM-DD.
+    #[arg(long, value_parser = parse_day)]
+    pub date: chrono::NaiveDate,
+    /// The fact table.
+    #[arg(long, value_name = "NAME", default_value = "ad_performance")]
+    pub table: String,
+    /// Only this platform's rows (ad_performance).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Only this campaign's rows (ad_performance).
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Print the traces as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_day(s: &str) -> std::result::Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("expected a date as YYYY-MM-DD, got '{s}'"))
+}
+
+/// Runs `lineage`.
+pub async fn lineage(args: LineageArgs) -> Result<()> {
+    let table = adlake_engine::schema::table(&args.table)
+        .filter(|t| {
+            t.has_date()
+                && t.client_scoped
+                && t.schema
+                    .field_with_name(adlake_engine::schema::LINEAGE_RUN_ID)
+                    .is_ok()
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--table {}: lineage traces the fact tables ad_performance, web_sessions, orders",
+                args.table
+            ))
+        })?;
+    let query = crate::lineage::LineageQuery {
+        table,
+        client: args.client,
+        date: args.date,
+        platform: args.platform,
+        campaign: args.campaign,
+    };
+    let warehouse = Warehouse::open(&args.warehouse)?;
+    let traces = crate::lineage::trace(&warehouse, &query).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&traces).unwrap_or_default()
+        );
+    } else {
+        crate::lineage::print(&query, &traces);
+    }
+    Ok(())
+}

@@ -62,6 +62,7 @@ pub mod freshness;
 pub mod fx;
 pub mod http;
 pub mod jobs;
+pub mod lineage;
 pub mod live;
 pub mod pii;
 pub mod synthetic;

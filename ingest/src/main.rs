@@ -60,6 +60,9 @@ enum Command {
     /// Pull the ECB's daily reference rates into fx_rates over a date
     /// range (weekends and holidays filled, cross rates through EUR).
     Fx(adlake_ingest::jobs::cli::FxArgs),
+    /// Trace a client's rows of a day to the ingest runs, Delta versions,
+    /// connector versions and API request ids they came from.
+    Lineage(adlake_ingest::admin::LineageArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,6 +209,7 @@ fn main() -> ExitCode {
         Command::File(args) => report(runtime.block_on(adlake_ingest::jobs::cli::file(args))),
         Command::Worker(args) => report(runtime.block_on(adlake_ingest::jobs::cli::worker(args))),
         Command::Fx(args) => report(runtime.block_on(adlake_ingest::jobs::cli::fx(args))),
+        Command::Lineage(args) => report(runtime.block_on(adlake_ingest::admin::lineage(args))),
     }
 }
 
