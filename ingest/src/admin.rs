@@ -314,3 +314,67 @@ pub async fn lineage(args: LineageArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `adlake-ingest shopper`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["export", "erase"])))]
+pub struct ShopperArgs {
+    /// Warehouse directory or URL (file://, s3://, gs://, az://).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ADLAKE_WAREHOUSE",
+        default_value = "./data/warehouse"
+    )]
+    pub warehouse: String,
+    /// The secrets file holding `customer_hash_key`, the key the orders'
+    /// customer keys were hashed with.
+    #[arg(long, value_name = "FILE", env = "ADLAKE_SECRETS")]
+    pub secrets: std::path::PathBuf,
+    /// The client whose shop the shopper bought from.
+    #[arg(long)]
+    pub client: String,
+    /// The shopper's e-mail address.
+    #[arg(long)]
+    pub email: String,
+    /// Print every order and quarantined record of the shopper as JSON
+    /// (GDPR Art. 15).
+    #[arg(long)]
+    pub export: bool,
+    /// Delete every order and quarantined record of the shopper, leaving
+    /// no file or log entry that holds them (GDPR Art. 17).
+    #[arg(long, requires = "by")]
+    pub erase: bool,
+    /// Who asked for the erasure (kept in the audit entry).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Why: a ticket or request reference (kept in the audit entry).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Runs `shopper`.
+pub async fn shopper(args: ShopperArgs) -> Result<()> {
+    use crate::erase::shopper::{ShopperRequest, erase, export};
+    let secrets = crate::config::Secrets::load(&args.secrets)
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let req = ShopperRequest {
+        client: args.client,
+        email: args.email,
+        hash_key: secrets
+            .customer_hash_key
+            .map(String::into_bytes)
+            .unwrap_or_default(),
+    };
+    let warehouse = Warehouse::open(&args.warehouse)?;
+    let encode = |e: serde_json::Error| Error::InvalidConfig(format!("cannot encode: {e}"));
+    if args.export {
+        let found = export(&warehouse, &req).await?;
+        println!("{}", serde_json::to_string_pretty(&found).map_err(encode)?);
+    } else {
+        let by = args.by.unwrap_or_default();
+        let audit = erase(&warehouse, &req, &by, args.reason).await?;
+        println!("{}", serde_json::to_string_pretty(&audit).map_err(encode)?);
+    }
+    Ok(())
+}

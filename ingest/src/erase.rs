@@ -6,8 +6,22 @@
 //! retention so that no data file holding the client's rows, current or
 //! from an older version, stays on storage. The price is that time travel
 //! to versions before the erasure stops working for the whole table: that
-//! is the point. An audit entry (who, when, which tables, which versions)
-//! is written as JSON under `<warehouse>/_adlake_audit/erasures/`.
+//! is the point.
+//!
+//! **No trace in the log either.** The data files are not the only place
+//! that names a client: every commit of `_delta_log` names the files it
+//! added or removed (`client_id=acme/…`), their partition values and
+//! min/max statistics (campaign names, account ids), and the delete's own
+//! commit holds its predicate. So once a table is vacuumed, its log is
+//! rewritten: a checkpoint is written at the current version with no
+//! tombstones (the table's `delta.deletedFileRetentionDuration` is set to
+//! zero for that commit and put back to a week after), every log entry
+//! before it is deleted, and on a local warehouse the empty partition
+//! folders go too. After an erasure no byte under the warehouse names the
+//! client: the audit entry (who, when, which tables, which versions),
+//! written as JSON under `<warehouse>/_adlake_audit/erasures/`, names it
+//! by the SHA-256 of its id, which whoever asked for the erasure can
+//! recompute; the command prints the id itself.
 //!
 //! A client with no row in any table is refused before anything changes.
 
@@ -20,11 +34,14 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::vacuum::VacuumMode;
+use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use serde::Serialize;
 use serde_json::json;
 use tracing::info;
+
+pub mod shopper;
 
 use crate::error::{Error, Result};
 use crate::upkeep::is_lost_race;
@@ -46,13 +63,18 @@ pub struct TableErasure {
     pub version_deleted: Option<u64>,
     /// Files vacuum removed from storage.
     pub files_vacuumed: usize,
+    /// Log entries (commits, checkpoints) before the rewritten checkpoint
+    /// that were deleted.
+    pub log_entries_removed: usize,
 }
 
 /// The audit entry of one erasure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ErasureAudit {
-    /// The erased client.
+    /// The erased client (printed, never written under the warehouse).
     pub client_id: String,
+    /// The SHA-256 of its id: how the written entry names it.
+    pub client_sha256: String,
     /// Who asked for it.
     pub requested_by: String,
     /// Why (ticket, request reference), if given.
@@ -125,13 +147,15 @@ impl<'a> EraseBuilder<'a> {
             erased.push(self.erase_table(def, &client, rows).await?);
         }
         let finished = Utc::now();
+        let client_sha256 = client_sha256(&client);
         let audit_path = format!(
             "{AUDIT_PREFIX}/erasures/{}-{}.json",
             started.format("%Y%m%dT%H%M%S%.6fZ"),
-            sanitize(&client)
+            &client_sha256[..16]
         );
         let audit = ErasureAudit {
             client_id: client,
+            client_sha256,
             requested_by: self.requested_by.trim().to_owned(),
             reason: self.reason,
             started_at: rfc3339(started),
@@ -150,60 +174,171 @@ impl<'a> EraseBuilder<'a> {
         client: &str,
         rows: u64,
     ) -> Result<TableErasure> {
-        let mut table = self.warehouse.open_table(def).await?;
-        let version_before = table.version();
-        let mut version_deleted = None;
-        if rows > 0 {
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let delete = table
-                    .clone()
-                    .delete()
-                    .with_predicate(col(CLIENT_ID).eq(lit(client)))
-                    .with_commit_properties(CommitProperties::default().with_metadata([
-                        ("adlake.operation".to_owned(), json!("erase")),
-                        ("adlake.erased_client".to_owned(), json!(client)),
-                        ("adlake.requested_by".to_owned(), json!(self.requested_by)),
-                    ]));
-                match delete.await {
-                    Ok((next, _)) => {
-                        table = next;
-                        version_deleted = table.version();
-                        break;
-                    }
-                    Err(err)
-                        if is_lost_race(&err) && attempts < crate::upkeep::DEFAULT_ATTEMPTS =>
-                    {
-                        table
-                            .update_state()
-                            .await
-                            .map_err(|e| Error::delta(def.name, e))?;
-                    }
-                    Err(err) => return Err(Error::delta(def.name, err)),
+        purge(
+            self.warehouse,
+            def,
+            col(CLIENT_ID).eq(lit(client)),
+            rows,
+            [
+                ("adlake.operation".to_owned(), json!("erase")),
+                (
+                    "adlake.erased_client_sha256".to_owned(),
+                    json!(client_sha256(client)),
+                ),
+                ("adlake.requested_by".to_owned(), json!(self.requested_by)),
+            ],
+        )
+        .await
+    }
+}
+
+/// Deletes the `rows` rows of `def` that match `predicate` (nothing when
+/// 0) in one commit carrying `metadata`, vacuums with zero retention so no
+/// file holding them stays, and rewrites the log so no entry names them.
+pub(crate) async fn purge(
+    warehouse: &Warehouse,
+    def: &'static TableDef,
+    predicate: datafusion::logical_expr::Expr,
+    rows: u64,
+    metadata: impl IntoIterator<Item = (String, serde_json::Value)> + Clone,
+) -> Result<TableErasure> {
+    let mut table = warehouse.open_table(def).await?;
+    let version_before = table.version();
+    let mut version_deleted = None;
+    if rows > 0 {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let delete = table
+                .clone()
+                .delete()
+                .with_predicate(predicate.clone())
+                .with_commit_properties(
+                    CommitProperties::default().with_metadata(metadata.clone()),
+                );
+            match delete.await {
+                Ok((next, _)) => {
+                    table = next;
+                    version_deleted = table.version();
+                    break;
                 }
+                Err(err) if is_lost_race(&err) && attempts < crate::upkeep::DEFAULT_ATTEMPTS => {
+                    table
+                        .update_state()
+                        .await
+                        .map_err(|e| Error::delta(def.name, e))?;
+                }
+                Err(err) => return Err(Error::delta(def.name, err)),
             }
         }
-        let mut files_vacuumed = 0;
-        if version_before.is_some() {
-            // Zero retention: every file no longer in the current version
-            // goes, including older files that still hold the client's rows.
-            let (_, metrics) = table
-                .vacuum()
-                .with_retention_period(chrono::Duration::zero())
-                .with_enforce_retention_duration(false)
-                .with_mode(VacuumMode::Full)
+    }
+    let mut files_vacuumed = 0;
+    if version_before.is_some() {
+        // Zero retention: every file no longer in the current version
+        // goes, including older files that still hold the rows.
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(chrono::Duration::zero())
+            .with_enforce_retention_duration(false)
+            .with_mode(VacuumMode::Full)
+            .await
+            .map_err(|e| Error::delta(def.name, e))?;
+        files_vacuumed = metrics.files_deleted.len();
+    }
+    let mut log_entries_removed = 0;
+    if rows > 0 {
+        log_entries_removed = forget_log(warehouse, def).await?;
+    }
+    Ok(TableErasure {
+        table: def.name,
+        rows_deleted: rows,
+        version_before,
+        version_deleted,
+        files_vacuumed,
+        log_entries_removed,
+    })
+}
+
+/// The audit entry's name for a client: the hex SHA-256 of its id.
+pub fn client_sha256(client: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(client.as_bytes()))
+}
+
+/// Rewrites `def`'s log so that no entry before the current version stays:
+/// a checkpoint without tombstones at a new version, then every log file
+/// before it deleted, then the tombstone retention put back. Returns the
+/// log files deleted.
+async fn forget_log(warehouse: &Warehouse, def: &'static TableDef) -> Result<usize> {
+    const RETENTION: &str = "delta.deletedFileRetentionDuration";
+    let delta = |e| Error::delta(def.name, e);
+    let table = warehouse.open_table(def).await?;
+    let set = |table: deltalake::DeltaTable, value: &str| {
+        table
+            .set_tbl_properties()
+            .with_properties([(RETENTION.to_owned(), value.to_owned())].into())
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata([("adlake.operation".to_owned(), json!("erase-log"))]),
+            )
+    };
+    let table = set(table, "interval 0 seconds").await.map_err(delta)?;
+    let checkpoint = table.version().ok_or_else(|| Error::InvalidSlice {
+        table: def.name,
+        reason: "the table has no version after the erasure".to_owned(),
+    })?;
+    deltalake::checkpoints::create_checkpoint(&table, None)
+        .await
+        .map_err(delta)?;
+    let store = table.log_store().object_store(None);
+    let log = ObjectPath::from("_delta_log");
+    let entries: Vec<object_store::ObjectMeta> = store
+        .list(Some(&log))
+        .try_collect()
+        .await
+        .map_err(|e| delta(e.into()))?;
+    let mut removed = 0;
+    for entry in entries {
+        let name = entry.location.filename().unwrap_or_default();
+        let version = name.split('.').next().and_then(|v| v.parse::<u64>().ok());
+        // Commits, checkpoints (single and multi-part), CRCs and temporary
+        // commit files of every version before the new checkpoint; the
+        // `_last_checkpoint` hint already points at it.
+        let old = match version {
+            Some(v) => v < checkpoint,
+            None => name.starts_with('_') && name != "_last_checkpoint",
+        };
+        if old {
+            store
+                .delete(&entry.location)
                 .await
-                .map_err(|e| Error::delta(def.name, e))?;
-            files_vacuumed = metrics.files_deleted.len();
+                .map_err(|e| delta(e.into()))?;
+            removed += 1;
         }
-        Ok(TableErasure {
-            table: def.name,
-            rows_deleted: rows,
-            version_before,
-            version_deleted,
-            files_vacuumed,
-        })
+    }
+    // Put the tombstone retention back for the table's later checkpoints.
+    let reopened = warehouse.open_table(def).await?;
+    if let Err(e) = set(reopened, "interval 1 weeks").await {
+        tracing::warn!(table = def.name, error = %e, "erasure: could not restore the tombstone retention");
+    }
+    if let Some(dir) = warehouse.table_dir(def) {
+        remove_empty_dirs(&dir);
+    }
+    Ok(removed)
+}
+
+/// Removes the empty folders under `dir` (partition folders whose files
+/// vacuum deleted), deepest first; `dir` itself stays.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            remove_empty_dirs(&path);
+            let _ = std::fs::remove_dir(&path); // fails, harmlessly, when not empty
+        }
     }
 }
 
@@ -248,20 +383,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Client ids are free text; the file name keeps only safe characters.
-fn sanitize(client: &str) -> String {
-    client
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The object store of the warehouse root (local folder or bucket prefix),
 /// for the files that are not tables: audit entries, upkeep locks.
 pub(crate) fn root_store(
@@ -285,14 +406,29 @@ pub(crate) fn root_store(
 }
 
 async fn write_audit(warehouse: &Warehouse, audit: &ErasureAudit) -> Result<()> {
+    write_entry(warehouse, audit, &audit.audit_path, &["client_id"]).await
+}
+
+/// Writes `value` as pretty JSON at `path` under the warehouse root,
+/// without the top-level fields `omit`.
+pub(crate) async fn write_entry(
+    warehouse: &Warehouse,
+    value: &impl Serialize,
+    path: &str,
+    omit: &[&str],
+) -> Result<()> {
     let store = root_store(warehouse, AUDIT_PREFIX)?;
-    let body = serde_json::to_vec_pretty(audit)
+    let mut entry = serde_json::to_value(value)
+        .map_err(|e| Error::InvalidConfig(format!("cannot encode the audit entry: {e}")))?;
+    if let Some(fields) = entry.as_object_mut() {
+        for name in omit {
+            fields.remove(*name);
+        }
+    }
+    let body = serde_json::to_vec_pretty(&entry)
         .map_err(|e| Error::InvalidConfig(format!("cannot encode the audit entry: {e}")))?;
     store
-        .put(
-            &ObjectPath::from(audit.audit_path.as_str()),
-            PutPayload::from(body),
-        )
+        .put(&ObjectPath::from(path), PutPayload::from(body))
         .await
         .map_err(|e| Error::delta(AUDIT_PREFIX, e.into()))?;
     Ok(())

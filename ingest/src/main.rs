@@ -63,6 +63,10 @@ enum Command {
     /// Trace a client's rows of a day to the ingest runs, Delta versions,
     /// connector versions and API request ids they came from.
     Lineage(adlake_ingest::admin::LineageArgs),
+    /// A shopper's data-subject request: export (GDPR Art. 15) or erase
+    /// (Art. 17) one customer's orders of a client, found by e-mail through
+    /// the keyed customer hash.
+    Shopper(adlake_ingest::admin::ShopperArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
         Command::Worker(args) => report(runtime.block_on(adlake_ingest::jobs::cli::worker(args))),
         Command::Fx(args) => report(runtime.block_on(adlake_ingest::jobs::cli::fx(args))),
         Command::Lineage(args) => report(runtime.block_on(adlake_ingest::admin::lineage(args))),
+        Command::Shopper(args) => report(runtime.block_on(adlake_ingest::admin::shopper(args))),
     }
 }
 

@@ -8,6 +8,7 @@ objects back independently."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -169,7 +170,20 @@ def test_erase_removes_every_row_and_object_of_the_client(store, demo):
     assert audit["client_id"] == gone and audit["requested_by"] == "dpo@agency.example"
     assert {t["table"] for t in audit["tables"]} == {"ad_performance", "web_sessions", "orders", "ingest_runs", "quarantine"}
     with store.fs.open_input_stream(f"{BUCKET}/{PREFIX}/{audit['audit_path']}") as f:
-        assert json.loads(f.read())["client_id"] == gone
+        entry = json.loads(f.read())
+    # The entry names the client by the SHA-256 of its id, never the id.
+    assert entry["client_sha256"] == hashlib.sha256(gone.encode()).hexdigest() and "client_id" not in entry
+    # No object left under the warehouse names the client: not its key, not
+    # its bytes, not a value of a Parquet object (log checkpoints included)
+    # once decoded.
+    for path in store.objects(""):
+        assert gone not in path, path
+        with store.fs.open_input_stream(path) as f:
+            body = f.read()
+        assert gone.encode() not in body, path
+        if path.endswith(".parquet"):
+            decoded = pq.read_table(path, filesystem=store.fs).to_pylist()
+            assert gone not in json.dumps(decoded, default=str), path
     for table in ("ad_performance", "web_sessions", "orders", "ingest_runs"):
         ids = store.delta(table).to_pyarrow_table(columns=["client_id"])["client_id"]
         assert pc.sum(pc.equal(ids, gone)).as_py() in (0, None), table

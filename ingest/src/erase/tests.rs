@@ -1,8 +1,9 @@
 use std::path::{Path, PathBuf};
 
 use adlake_engine::schema::{AD_PERFORMANCE, FX_RATES, INGEST_RUNS};
-use arrow::array::Array;
+use arrow::array::{Array, AsArray};
 use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
@@ -154,7 +155,8 @@ async fn erasing_a_client_leaves_no_row_and_no_file_of_it() {
     assert!(audit.tables[0].rows_deleted > 0);
     let written = std::fs::read_to_string(dir.path().join(&audit.audit_path)).unwrap();
     let json: serde_json::Value = serde_json::from_str(&written).unwrap();
-    assert_eq!(json["client_id"], gone.as_str());
+    assert_eq!(json["client_sha256"], client_sha256(gone).as_str());
+    assert!(json.get("client_id").is_none(), "{json}");
     assert_eq!(json["requested_by"], "dpo@agency.example");
     assert_eq!(json["reason"], "ticket GDPR-42");
     assert_eq!(json["tables"].as_array().unwrap().len(), 5);
@@ -165,6 +167,105 @@ async fn erasing_a_client_leaves_no_row_and_no_file_of_it() {
         .execute()
         .await;
     assert!(matches!(again, Err(Error::UnknownClient(_))), "{again:?}");
+}
+
+/// Every place under `dir` (folder names, file bytes, and every value of
+/// every Parquet file, log checkpoints included, decoded) that holds one of
+/// `needles`.
+fn traces_of(dir: &Path, needles: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.to_string_lossy().to_string();
+            let mut texts = vec![name.clone()];
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                texts.push(String::from_utf8_lossy(&bytes).into_owned());
+                if path.extension().is_some_and(|e| e == "parquet") {
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(
+                        std::fs::File::open(&path).unwrap(),
+                    )
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+                    texts.push(
+                        arrow::util::pretty::pretty_format_batches(&batches)
+                            .unwrap()
+                            .to_string(),
+                    );
+                }
+            }
+            for needle in needles {
+                if texts.iter().any(|t| t.contains(needle.as_str())) {
+                    found.push(format!("{name}: {needle}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The campaign names and account ids only `client` has.
+async fn names_only_of(warehouse: &Warehouse, client: &str) -> Vec<String> {
+    let table = warehouse.open_table(&AD_PERFORMANCE).await.unwrap();
+    let ctx = SessionContext::new();
+    ctx.register_table("t", table.table_provider().await.unwrap())
+        .unwrap();
+    let mut out = Vec::new();
+    for column in ["campaign_name", "account_id", "campaign_id"] {
+        let sql = format!(
+            "SELECT DISTINCT CAST({column} AS VARCHAR) FROM t WHERE client_id = '{client}' AND {column} IS NOT NULL \
+             EXCEPT SELECT DISTINCT CAST({column} AS VARCHAR) FROM t WHERE client_id <> '{client}' AND {column} IS NOT NULL"
+        );
+        for b in ctx.sql(&sql).await.unwrap().collect().await.unwrap() {
+            let c = b.column(0).as_string_view();
+            out.extend((0..c.len()).map(|i| c.value(i).to_owned()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn after_an_erasure_no_byte_under_the_warehouse_names_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (warehouse, clients) = demo_warehouse(dir.path()).await;
+    let (gone, kept) = (&clients[0], &clients[1]);
+    // Compaction and a checkpoint first: the client is then in commits,
+    // a checkpoint and removed files as well as in the current files.
+    MaintainBuilder::new(&warehouse).execute().await.unwrap();
+    let mut needles = vec![gone.clone()];
+    needles.extend(names_only_of(&warehouse, gone).await);
+    assert!(needles.len() > 3, "{needles:?}");
+    assert!(!traces_of(dir.path(), &needles).is_empty());
+
+    let audit = EraseBuilder::new(&warehouse, gone.clone(), "dpo@agency.example")
+        .with_reason("ticket GDPR-42")
+        .execute()
+        .await
+        .unwrap();
+    assert!(audit.tables.iter().any(|t| t.log_entries_removed > 0));
+    assert_eq!(traces_of(dir.path(), &needles), Vec::<String>::new());
+
+    // The tables still open, read and take writes; the other client is
+    // whole, and its names are still where they were.
+    for def in client_tables() {
+        let t = warehouse.open_table(def).await.unwrap();
+        assert!(t.version().is_some(), "{}", def.name);
+    }
+    assert!(
+        count_client_rows(&warehouse, &AD_PERFORMANCE, kept)
+            .await
+            .unwrap()
+            > 0
+    );
+    assert!(!traces_of(dir.path(), std::slice::from_ref(kept)).is_empty());
+    MaintainBuilder::new(&warehouse).execute().await.unwrap();
+    assert_eq!(traces_of(dir.path(), &needles), Vec::<String>::new());
 }
 
 #[tokio::test]

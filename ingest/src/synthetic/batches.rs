@@ -914,7 +914,7 @@ impl Iterator for WebSessionBatches {
 }
 
 /// The synthetic e-mail of customer `n`; only its keyed hash is stored.
-fn customer_email(n: u64, out: &mut String) {
+pub(crate) fn customer_email(n: u64, out: &mut String) {
     let first = FIRST_NAMES[(n % FIRST_NAMES.len() as u64) as usize];
     let rest = n / FIRST_NAMES.len() as u64;
     let last = LAST_NAMES[(rest % LAST_NAMES.len() as u64) as usize];

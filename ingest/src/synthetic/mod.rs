@@ -27,6 +27,9 @@
 //! count equals [`SyntheticConfig::rows`].
 
 mod batches;
+
+#[cfg(test)]
+pub(crate) use batches::customer_email as batches_customer_email;
 mod model;
 mod names;
 mod noise;
