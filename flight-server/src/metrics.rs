@@ -641,9 +641,26 @@ pub async fn run_totals(
             format!("CAST(0 AS {sql_type}) AS {column}")
         }
     };
+    // A run has a `started` row and a finish row (and a held run that was
+    // confirmed a `held` one before them): it is counted once, under the
+    // status of its latest row (a finish before a `started` row of the same
+    // instant); `started` counts the runs with no finish recorded (running,
+    // or interrupted until the next run of the slice reconciles them), and
+    // falls back to 0 when they finish, as `held` does once confirmed.
+    // The sums take every row: a `started` row counts nothing.
+    let latest = if schema.field_with_name("run_id").is_ok()
+        && schema.field_with_name("finished_at").is_ok()
+    {
+        "CASE WHEN row_number() OVER (PARTITION BY run_id ORDER BY finished_at DESC, \
+         CASE WHEN status = 'started' THEN 1 ELSE 0 END) = 1 THEN 1 ELSE 0 END"
+    } else {
+        "1"
+    };
     let sql = format!(
-        "SELECT source, status, count(*), {}, {}, {}, {}, {}, {}, {}, {} \
-         FROM runs GROUP BY source, status ORDER BY source, status",
+        "SELECT source, status, CAST(sum(latest) AS BIGINT), {}, {}, {}, {}, {}, {}, {}, {} \
+         FROM (SELECT *, {latest} AS latest FROM runs) \
+         GROUP BY source, status \
+         ORDER BY source, status",
         sum("rows_read", "BIGINT"),
         sum("rows_written", "BIGINT"),
         sum("rows_quarantined", "BIGINT"),

@@ -249,7 +249,7 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 /// Client ids are free text; the file name keeps only safe characters.
-fn sanitize(client: &str) -> String {
+pub(crate) fn sanitize(client: &str) -> String {
     client
         .chars()
         .map(|c| {
