@@ -124,6 +124,8 @@ impl<'a> EraseBuilder<'a> {
         for (def, rows) in tables.iter().zip(counts) {
             erased.push(self.erase_table(def, &client, rows).await?);
         }
+        // Rows of held or unfinished runs staged for the client.
+        crate::staged::remove_client(self.warehouse, &client).await?;
         let finished = Utc::now();
         let audit_path = format!(
             "{AUDIT_PREFIX}/erasures/{}-{}.json",

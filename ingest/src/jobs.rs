@@ -198,6 +198,10 @@ pub struct Ingestor {
     http: Arc<HttpClient>,
     secrets: Secrets,
     concurrency: usize,
+    /// Runs of this process between their `started` and finish rows, which
+    /// reconciling must leave alone (jobs of one slice can overlap, e.g.
+    /// the chunks of a backfill).
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ingestor {
@@ -208,6 +212,7 @@ impl Ingestor {
             http,
             secrets,
             concurrency: 4,
+            in_flight: std::sync::Mutex::default(),
         }
     }
 
@@ -395,8 +400,19 @@ impl Ingestor {
         calls: Option<CallCounts>,
     ) -> Result<Landed> {
         let kind = job.source.kind;
-        match crate::reconcile::reconcile_slice(&self.warehouse, &job.client.id, kind.as_str())
-            .await
+        let _in_flight = InFlight::enter(&self.in_flight, run_id);
+        let skip = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match crate::reconcile::reconcile_slice(
+            &self.warehouse,
+            &job.client.id,
+            kind.as_str(),
+            &skip,
+        )
+        .await
         {
             Ok(done) => {
                 for r in done {
@@ -747,6 +763,33 @@ impl Ingestor {
             }
             tokio::time::sleep(tick).await;
         }
+    }
+}
+
+/// A run in [`Ingestor::in_flight`] while this lives.
+struct InFlight<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    run_id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, run_id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(run_id.to_owned());
+        Self {
+            set,
+            run_id: run_id.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.run_id);
     }
 }
 

@@ -163,10 +163,16 @@ pub struct Reconciled {
 
 /// Finishes every unfinished run of `client`'s `source` (see the module
 /// documentation).
+///
+/// Runs in `running` (this process's, between their rows) are left alone.
+/// Another process running the same (client, source) at the same time is
+/// not told apart from a killed one: a run it is writing may get a `failed`
+/// row, which its own finish row (recorded later) supersedes.
 pub async fn reconcile_slice(
     warehouse: &Warehouse,
     client: &str,
     source: &str,
+    running: &std::collections::HashSet<String>,
 ) -> Result<Vec<Reconciled>> {
     let rows = run_rows(warehouse).await?;
     let held_before: std::collections::HashSet<String> = rows
@@ -177,7 +183,12 @@ pub async fn reconcile_slice(
     let mut done = Vec::new();
     let mut unfinished: Vec<RunRow> = latest_runs(rows)
         .into_values()
-        .filter(|r| r.status == RunStatus::Started && r.client_id == client && r.source == source)
+        .filter(|r| {
+            r.status == RunStatus::Started
+                && r.client_id == client
+                && r.source == source
+                && !running.contains(&r.run_id)
+        })
         .collect();
     unfinished.sort_by_key(|r| r.started_at);
     for run in unfinished {

@@ -139,3 +139,29 @@ pub async fn remove(warehouse: &Warehouse, client: &str, run_id: &str) {
         let _ = std::fs::remove_dir(folder);
     }
 }
+
+/// Removes every staged row of `client` (erasure).
+pub async fn remove_client(warehouse: &Warehouse, client: &str) -> Result<()> {
+    use futures::TryStreamExt as _;
+    let store = crate::erase::root_store(warehouse, STAGED_PREFIX)?;
+    let prefix = ObjectPath::from(format!(
+        "{STAGED_PREFIX}/{}",
+        crate::erase::sanitize(client)
+    ));
+    let files: Vec<_> = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| Error::delta(STAGED_PREFIX, e.into()))?;
+    for file in files {
+        match store.delete(&file.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(Error::delta(STAGED_PREFIX, e.into())),
+        }
+    }
+    if let Ok(dir) = warehouse.url().to_file_path() {
+        let _ =
+            std::fs::remove_dir_all(dir.join(STAGED_PREFIX).join(crate::erase::sanitize(client)));
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use adlake_ingest::reconcile::{latest_runs, reconcile_slice, run_rows};
+use adlake_ingest::reconcile::{landed_unfinished, latest_runs, reconcile_slice, run_rows};
 use adlake_ingest::writer::RunStatus;
 
 use super::*;
@@ -183,8 +183,31 @@ async fn check_case(dir: &Path, case: &str, old_run: &str) -> bool {
         assert_eq!(seen.data_rows, 2, "{case}: the old slice intact");
     }
 
+    // What `freshness` counts as landed before anyone reconciles: a run
+    // left `started` whose data is in, and no other.
+    let unfinished: Vec<String> = landed_unfinished(&wh)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    let before = latest_runs(run_rows(&wh).await.unwrap());
+    if new {
+        let killed = seen.data_runs.iter().next().unwrap();
+        assert_eq!(
+            unfinished.contains(killed),
+            before[killed].status == RunStatus::Started,
+            "{case}: {unfinished:?}"
+        );
+        assert!(unfinished.len() <= 1, "{case}: {unfinished:?}");
+    } else {
+        assert!(unfinished.is_empty(), "{case}: {unfinished:?}");
+    }
+
     // The next run of the slice reconciles first (the same call).
-    reconcile_slice(&wh, "northwind", "meta_ads").await.unwrap();
+    reconcile_slice(&wh, "northwind", "meta_ads", &Default::default())
+        .await
+        .unwrap();
     let after = look(&wh, case).await;
     assert_eq!(
         after.data_runs, seen.data_runs,
