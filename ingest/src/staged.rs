@@ -136,7 +136,8 @@ pub async fn remove(warehouse: &Warehouse, client: &str, run_id: &str) {
             .join(STAGED_PREFIX)
             .join(crate::erase::sanitize(client))
             .join(crate::erase::sanitize(run_id));
-        let _ = std::fs::remove_dir(folder);
+        // All of it: a put killed half-way leaves its temporary file there.
+        let _ = std::fs::remove_dir_all(folder);
     }
 }
 

@@ -262,7 +262,7 @@ def client_config(path: Path, clients: list[str]) -> None:
 
 def ingest_runs(root: Path):
     return DeltaTable(str(root / "ingest_runs")).to_pyarrow_table(
-        columns=["client_id", "source", "status", "rows_written", "api_calls"]
+        columns=["run_id", "client_id", "source", "status", "finished_at", "rows_written", "api_calls"]
     )
 
 

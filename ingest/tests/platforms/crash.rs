@@ -29,7 +29,7 @@ const POINTS: [(&str, bool); 6] = [
 ];
 
 /// Moments of an unpaused run at which it is killed.
-const TIMED_KILLS: u32 = 14;
+const TIMED_KILLS: u32 = 24;
 
 fn meta_answer(rows: &[(&str, &str, &str)]) -> String {
     let rows: Vec<String> = rows.iter().map(|(d, a, s)| meta_row(d, a, s)).collect();
