@@ -607,6 +607,23 @@ impl Ingestor {
                 run.status.as_str()
             )));
         }
+        // Newer rows of the slice win over a held fetch: a later run that
+        // landed over any of its dates (one that agreed with it, or a
+        // re-run after a fix) makes it stale.
+        if let Some(later) = latest.values().find(|r| {
+            r.client_id == run.client_id
+                && r.source == run.source
+                && r.status == RunStatus::Succeeded
+                && r.finished_at > run.finished_at
+                && r.date_from <= run.date_to
+                && run.date_from <= r.date_to
+        }) {
+            return Err(Error::Usage(format!(
+                "run '{run_id}' is superseded: run '{}' landed {}..{} of the slice after it was held; \
+                 nothing to confirm",
+                later.run_id, later.date_from, later.date_to
+            )));
+        }
         let kind: SourceKind = run.source.parse()?;
         let data = crate::staged::data(&self.warehouse, &run.client_id, run_id)
             .await?

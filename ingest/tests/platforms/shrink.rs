@@ -228,6 +228,11 @@ async fn an_empty_slice_stays_empty_and_a_fetch_that_agrees_applies_a_held_one()
     let held = printed_run(&first);
     let staged = s.dir.join("wh/_adlake_staged/northwind").join(&held);
     assert!(!staged.exists(), "the held run's staged rows are removed");
+    // The held run is stale now: confirming it is refused.
+    let out = ingest(&s.dir, &["run", "--confirm-shrink", &held]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is superseded"), "{}", text(&out));
+    assert_eq!(meta_rows(&s).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
