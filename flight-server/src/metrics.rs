@@ -641,9 +641,26 @@ pub async fn run_totals(
             format!("CAST(0 AS {sql_type}) AS {column}")
         }
     };
+    // A run has a `started` row and a finish row (and a held run that was
+    // confirmed a `held` one before them): it is counted once, under the
+    // status of its latest row (a finish before a `started` row of the same
+    // instant); `started` counts the runs with no finish recorded (running,
+    // or interrupted until the next run of the slice reconciles them), and
+    // falls back to 0 when they finish, as `held` does once confirmed.
+    // The sums take every row: a `started` row counts nothing.
+    let latest = if schema.field_with_name("run_id").is_ok()
+        && schema.field_with_name("finished_at").is_ok()
+    {
+        "CASE WHEN row_number() OVER (PARTITION BY run_id ORDER BY finished_at DESC, \
+         CASE WHEN status = 'started' THEN 1 ELSE 0 END) = 1 THEN 1 ELSE 0 END"
+    } else {
+        "1"
+    };
     let sql = format!(
-        "SELECT source, status, count(*), {}, {}, {}, {}, {}, {}, {}, {} \
-         FROM runs GROUP BY source, status ORDER BY source, status",
+        "SELECT source, status, CAST(sum(latest) AS BIGINT), {}, {}, {}, {}, {}, {}, {}, {} \
+         FROM (SELECT *, {latest} AS latest FROM runs) \
+         GROUP BY source, status \
+         ORDER BY source, status",
         sum("rows_read", "BIGINT"),
         sum("rows_written", "BIGINT"),
         sum("rows_quarantined", "BIGINT"),
@@ -932,6 +949,86 @@ mod tests {
         let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
         Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    /// `ingest_runs` rows of (run id, source, status, finished_at micros,
+    /// rows written).
+    fn run_rows_table(
+        rows: &[(&str, &str, &str, i64, i64)],
+    ) -> Arc<dyn datafusion::catalog::TableProvider> {
+        use arrow::array::{
+            ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+        };
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("run_id", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new(
+                "finished_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("rows_read", DataType::Int64, false),
+            Field::new("rows_written", DataType::Int64, false),
+            Field::new("rows_quarantined", DataType::Int64, false),
+        ]));
+        let text = |n: usize| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(
+                |r| match n {
+                    0 => r.0,
+                    1 => r.1,
+                    _ => r.2,
+                },
+            )))
+        };
+        let written: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4)));
+        let columns: Vec<ArrayRef> = vec![
+            text(0),
+            text(1),
+            text(2),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.3))
+                    .with_timezone("UTC"),
+            ),
+            Arc::clone(&written),
+            Arc::clone(&written),
+            Arc::new(Int64Array::from(vec![0; rows.len()])),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![vec![batch]]).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_run_is_counted_once_under_its_latest_row() {
+        // r1 started then succeeded (5 rows); r2 held, then confirmed
+        // (started, succeeded with 2 rows); r3 started only (killed); r4's
+        // finish has the instant of its start.
+        let runs = run_rows_table(&[
+            ("r1", "meta_ads", "started", 10, 0),
+            ("r1", "meta_ads", "succeeded", 20, 5),
+            ("r2", "meta_ads", "held", 30, 0),
+            ("r2", "meta_ads", "started", 40, 0),
+            ("r2", "meta_ads", "succeeded", 50, 2),
+            ("r3", "meta_ads", "started", 60, 0),
+            ("r4", "ga4", "started", 70, 0),
+            ("r4", "ga4", "failed", 70, 0),
+        ]);
+        let totals = run_totals(runs).await.unwrap();
+        let got: Vec<(&str, &str, u64, u64)> = totals
+            .iter()
+            .map(|t| (t.source.as_str(), t.status.as_str(), t.runs, t.rows_written))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ga4", "failed", 1, 0),
+                ("ga4", "started", 0, 0),
+                ("meta_ads", "held", 0, 0),
+                ("meta_ads", "started", 1, 0),
+                ("meta_ads", "succeeded", 2, 7),
+            ]
+        );
     }
 
     #[tokio::test]

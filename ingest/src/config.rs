@@ -19,6 +19,8 @@
 //! currency = "USD"                    # the account currency, where reports lack it
 //! # endpoint = "https://googleads.googleapis.com"   # override of the API base URL
 //! # canonical_action = "omni_purchase"               # Meta only
+//! # shrink_max_row_drop = 0.5         # hold a replace removing more than this fraction
+//! # shrink_max_spend_drop = 0.5       # of the slice's rows / spend (0..=1; 1 = never)
 //!
 //! [fx]                                # optional: `run` and the worker pull fx_rates
 //! source = "ecb"                      # the ECB's daily euro reference rates (the one source)
@@ -99,6 +101,8 @@ struct RawSource {
     currency: Option<Spanned<String>>,
     endpoint: Option<Spanned<String>>,
     canonical_action: Option<String>,
+    shrink_max_row_drop: Option<Spanned<f64>>,
+    shrink_max_spend_drop: Option<Spanned<f64>>,
 }
 
 /// One source of a client.
@@ -120,6 +124,9 @@ pub struct SourceConfig {
     pub endpoint: String,
     /// Meta's canonical conversion action type.
     pub canonical_action: String,
+    /// How much of a slice a replace may remove before the shrink guard
+    /// holds it (`shrink_max_row_drop`, `shrink_max_spend_drop`).
+    pub shrink: crate::guard::ShrinkLimits,
 }
 
 /// One client.
@@ -365,6 +372,29 @@ impl Config {
                     Some(e) => http_url(e).map_err(|(span, m)| err(Some(span), m))?,
                     None => default_endpoint(kind).to_owned(),
                 };
+                let fraction = |v: &Option<Spanned<f64>>, name: &str, default: f64| match v {
+                    Some(f) if !(0.0..=1.0).contains(f.get_ref()) => Err(err(
+                        Some(f.span()),
+                        format!(
+                            "{name} must be a fraction from 0 to 1 (1 never holds), got {}",
+                            f.get_ref()
+                        ),
+                    )),
+                    Some(f) => Ok(*f.get_ref()),
+                    None => Ok(default),
+                };
+                let shrink = crate::guard::ShrinkLimits {
+                    max_row_drop: fraction(
+                        &s.shrink_max_row_drop,
+                        "shrink_max_row_drop",
+                        crate::guard::DEFAULT_MAX_ROW_DROP,
+                    )?,
+                    max_spend_drop: fraction(
+                        &s.shrink_max_spend_drop,
+                        "shrink_max_spend_drop",
+                        crate::guard::DEFAULT_MAX_SPEND_DROP,
+                    )?,
+                };
                 sources.push(SourceConfig {
                     kind,
                     accounts: s.accounts.get_ref().clone(),
@@ -376,6 +406,7 @@ impl Config {
                         .canonical_action
                         .clone()
                         .unwrap_or_else(|| DEFAULT_CANONICAL_ACTION.to_owned()),
+                    shrink,
                 });
             }
             if sources.is_empty() {

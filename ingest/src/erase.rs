@@ -146,6 +146,8 @@ impl<'a> EraseBuilder<'a> {
         for (def, rows) in tables.iter().zip(counts) {
             erased.push(self.erase_table(def, &client, rows).await?);
         }
+        // Rows of held or unfinished runs staged for the client.
+        crate::staged::remove_client(self.warehouse, &client).await?;
         let finished = Utc::now();
         let client_sha256 = client_sha256(&client);
         let audit_path = format!(
@@ -381,6 +383,20 @@ pub async fn count_client_rows(warehouse: &Warehouse, def: &TableDef, client: &s
 
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Client ids are free text; the file name keeps only safe characters.
+pub(crate) fn sanitize(client: &str) -> String {
+    client
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The object store of the warehouse root (local folder or bucket prefix),

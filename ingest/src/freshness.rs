@@ -10,6 +10,10 @@
 //! successful run covered. With yesterday in, the lag is under 24 hours;
 //! at 07:00 with yesterday still missing it is over 31 hours, which is
 //! what the "SLA at risk" alert watches.
+//!
+//! A run counts once its finish is recorded (`succeeded`); `adlake-ingest
+//! freshness` also counts a run left `started` whose data commit is in the
+//! table (its `txn`), as the next run will record it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -274,7 +278,18 @@ pub async fn report(
         return Ok(Vec::new());
     }
     let provider = table.table_provider().await?;
-    let landings = load_landings(provider).await?;
+    let mut landings = load_landings(provider).await?;
+    // A run killed after its data commit and before its finish row has
+    // landed: its `txn` is in the table (the next run records its finish).
+    for run in crate::reconcile::landed_unfinished(warehouse).await? {
+        landings.push(Landing {
+            client_id: run.client_id,
+            source: run.source,
+            date_from: run.date_from,
+            date_to: run.date_to,
+            finished_at: run.started_at,
+        });
+    }
     Ok(compute(&landings, zones, now))
 }
 

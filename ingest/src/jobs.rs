@@ -26,9 +26,10 @@ use crate::connectors::{
     self, FetchContext, ParseContext, Parsed, Record, SourceKind, merge_ad_rows, records_to_batch,
 };
 use crate::error::{Error, Result};
+use crate::guard;
 use crate::http::{CallCounts, CallStats, HttpClient};
 use crate::synthetic::Lineage;
-use crate::validate::{Rules, replace_quarantine, validate};
+use crate::validate::{Rules, quarantine_batch, validate};
 use crate::warehouse::Warehouse;
 use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 
@@ -70,15 +71,28 @@ pub struct JobReport {
     pub request_ids: Vec<String>,
     /// The error, when it failed.
     pub error: Option<String>,
+    /// Why the shrink guard held the replace, when it did (the slice is
+    /// unchanged; `adlake-ingest run --confirm-shrink RUN_ID` applies it).
+    pub held: Option<String>,
     /// What the platform calls took (zero for files).
     pub calls: CallCounts,
 }
 
 impl JobReport {
-    /// Whether the job committed its slice.
+    /// Whether the job ran to its end: it committed its slice, or the
+    /// shrink guard held it (see [`Self::held`]).
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
     }
+}
+
+/// What [`Ingestor::write`] did.
+#[derive(Debug, Clone, PartialEq)]
+struct Landed {
+    rows_written: u64,
+    rows_quarantined: u64,
+    version: Option<u64>,
+    held: Option<String>,
 }
 
 /// Yesterday in `client`'s time zone at `now`.
@@ -184,6 +198,10 @@ pub struct Ingestor {
     http: Arc<HttpClient>,
     secrets: Secrets,
     concurrency: usize,
+    /// Runs of this process between their `started` and finish rows, which
+    /// reconciling must leave alone (jobs of one slice can overlap, e.g.
+    /// the chunks of a backfill).
+    in_flight: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Ingestor {
@@ -194,6 +212,7 @@ impl Ingestor {
             http,
             secrets,
             concurrency: 4,
+            in_flight: std::sync::Mutex::default(),
         }
     }
 
@@ -347,11 +366,11 @@ impl Ingestor {
         run_id: String,
         request_ids: Vec<String>,
         calls: CallCounts,
-        result: std::result::Result<(u64, u64, u64), String>,
+        result: std::result::Result<Landed, String>,
     ) -> JobReport {
-        let (rows_written, rows_quarantined, version, error) = match result {
-            Ok((w, q, v)) => (w, q, Some(v), None),
-            Err(e) => (0, 0, None, Some(e)),
+        let (rows_written, rows_quarantined, version, error, held) = match result {
+            Ok(l) => (l.rows_written, l.rows_quarantined, l.version, None, l.held),
+            Err(e) => (0, 0, None, Some(e), None),
         };
         JobReport {
             run_id,
@@ -364,12 +383,14 @@ impl Ingestor {
             version,
             request_ids,
             error,
+            held,
             calls,
         }
     }
 
-    /// Validates `parsed`, quarantines the rejects and replaces the slice;
-    /// returns (rows written, rows quarantined, version).
+    /// Validates `parsed` and replaces the slice with the good records and
+    /// the quarantine slice with the rejects, unless the shrink guard holds
+    /// it. Unfinished runs of the slice are reconciled first.
     async fn write(
         &self,
         job: &Job,
@@ -377,8 +398,31 @@ impl Ingestor {
         parsed: Parsed,
         request_ids: Vec<String>,
         calls: Option<CallCounts>,
-    ) -> Result<(u64, u64, u64)> {
+    ) -> Result<Landed> {
         let kind = job.source.kind;
+        let _in_flight = InFlight::enter(&self.in_flight, run_id);
+        let skip = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match crate::reconcile::reconcile_slice(
+            &self.warehouse,
+            &job.client.id,
+            kind.as_str(),
+            &skip,
+        )
+        .await
+        {
+            Ok(done) => {
+                for r in done {
+                    info!(client = %job.client.id, source = %kind, run_id = %r.run_id,
+                        status = r.status.as_str(), "finished an interrupted run");
+                }
+            }
+            Err(e) => warn!(client = %job.client.id, source = %kind, error = %e,
+                "could not reconcile the unfinished runs of the slice"),
+        }
         let rules = Rules {
             from: job.from,
             to: job.to,
@@ -397,21 +441,79 @@ impl Ingestor {
                 "the payloads carry fields outside the mapping; they were ignored"
             );
         }
+        let records_read = (parsed.records.len() + parsed.rejects.len()) as u64;
         let (good, mut rejects) = validate(parsed.records, &rules);
         rejects.splice(0..0, parsed.rejects);
         let good = merge(good);
-        replace_quarantine(
-            &self.warehouse,
+        let quarantine = quarantine_batch(
             run_id,
             &job.client.id,
             kind.as_str(),
             (job.from, job.to),
             &rejects,
-        )
-        .await?;
+        )?;
         let lineage = Lineage::new(kind.lineage_source(), run_id);
         let table = kind.table();
         let batch = records_to_batch(table, &job.client.id, kind.source_value(), &good, &lineage)?;
+        let quarantined = rejects.len() as u64;
+
+        let before = guard::slice_totals(
+            &self.warehouse,
+            table,
+            &job.client.id,
+            kind.source_value(),
+            (job.from, job.to),
+        )
+        .await?;
+        let after = guard::batch_totals(table, &batch)?;
+        let hold = guard::decide(before, after, quarantined, false, &job.source.shrink);
+        let mut agreed = None;
+        if let Some(reason) = hold {
+            agreed = self.agreeing_held_run(job, after).await?;
+            if agreed.is_none() {
+                let now = Utc::now();
+                let record = RunRecord {
+                    run_id: run_id.to_owned(),
+                    client_id: job.client.id.clone(),
+                    source: kind.as_str().to_owned(),
+                    trigger: job.trigger,
+                    date_from: job.from,
+                    date_to: job.to,
+                    started_at: now,
+                    finished_at: now,
+                    status: RunStatus::Held,
+                    rows_read: records_read,
+                    rows_written: 0,
+                    rows_quarantined: quarantined,
+                    target_table: table.name.to_owned(),
+                    table_version: None,
+                    source_request_ids: request_ids,
+                    error: Some(reason.clone()),
+                    calls,
+                };
+                // The row first: a process killed before the rows are
+                // staged leaves a held run that asks to be fetched again,
+                // never staged rows no run explains.
+                append_run(&self.warehouse, &record).await?;
+                crate::live::count_held_run(&job.client.id, kind.as_str());
+                crate::staged::put_data(&self.warehouse, &job.client.id, run_id, &batch).await?;
+                crate::staged::put_quarantine(&self.warehouse, &job.client.id, run_id, &quarantine)
+                    .await?;
+                crate::pause::point("held-staged").await;
+                warn!(
+                    client = %job.client.id, source = %kind, from = %job.from, to = %job.to,
+                    %run_id, %reason,
+                    "replace held by the shrink guard; the slice is unchanged \
+                     (`adlake-ingest run --confirm-shrink RUN_ID` applies it)"
+                );
+                return Ok(Landed {
+                    rows_written: 0,
+                    rows_quarantined: quarantined,
+                    version: None,
+                    held: Some(reason),
+                });
+            }
+        }
         let mut builder = WriteSliceBuilder::new(&self.warehouse, table);
         if let Some(calls) = calls {
             builder = builder.with_calls(calls);
@@ -423,16 +525,154 @@ impl Ingestor {
             .with_date_range(job.from, job.to)
             .with_run(run_id)
             .with_trigger(job.trigger)
-            .with_rows_quarantined(rejects.len() as u64)
+            .with_rows_quarantined(quarantined)
             .with_source_request_ids(request_ids)
+            .with_started_record()
+            .with_quarantine(quarantine)
             .execute(vec![batch])
             .await?;
+        if let Some(held) = agreed {
+            info!(client = %job.client.id, source = %kind, held_run = %held, %run_id,
+                "this run's data agrees with a held run's: the shrink is applied");
+            crate::staged::remove(&self.warehouse, &job.client.id, &held).await;
+        }
         info!(
             client = %job.client.id, source = %kind, from = %job.from, to = %job.to,
-            rows = written.rows_written, quarantined = rejects.len(), version = written.version,
+            rows = written.rows_written, quarantined, version = written.version,
             "slice landed"
         );
-        Ok((written.rows_written, rejects.len() as u64, written.version))
+        Ok(Landed {
+            rows_written: written.rows_written,
+            rows_quarantined: quarantined,
+            version: Some(written.version),
+            held: None,
+        })
+    }
+
+    /// A held run of the job's (client, source), not applied since, whose
+    /// staged rows over the job's range have the totals `after`: a second
+    /// fetch that agrees with the first, so the shrink is real.
+    async fn agreeing_held_run(&self, job: &Job, after: guard::Totals) -> Result<Option<String>> {
+        let source = job.source.kind.as_str();
+        let latest =
+            crate::reconcile::latest_runs(crate::reconcile::run_rows(&self.warehouse).await?);
+        let last_success = latest
+            .values()
+            .filter(|r| {
+                r.client_id == job.client.id
+                    && r.source == source
+                    && r.status == RunStatus::Succeeded
+            })
+            .map(|r| r.finished_at)
+            .max();
+        let mut held: Vec<_> = latest
+            .into_values()
+            .filter(|r| {
+                r.client_id == job.client.id
+                    && r.source == source
+                    && r.status == RunStatus::Held
+                    && last_success.is_none_or(|t| r.finished_at > t)
+            })
+            .collect();
+        held.sort_by_key(|r| std::cmp::Reverse(r.finished_at));
+        let table = job.source.kind.table();
+        for run in held {
+            let Some(staged) =
+                crate::staged::data(&self.warehouse, &job.client.id, &run.run_id).await?
+            else {
+                continue;
+            };
+            let within = within_dates(&staged, job.from, job.to)?;
+            let totals = guard::batch_totals(table, &within)?;
+            if totals.rows == after.rows && (totals.spend - after.spend).abs() < 1e-6 {
+                return Ok(Some(run.run_id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies the replace the shrink guard held for run `run_id`, from the
+    /// rows staged when it was held (`adlake-ingest run --confirm-shrink`).
+    /// The run keeps its id: its rows carry it, and `ingest_runs` gets its
+    /// `started` and `succeeded` rows after the `held` one.
+    pub async fn confirm_shrink(&self, run_id: &str) -> Result<JobReport> {
+        let latest =
+            crate::reconcile::latest_runs(crate::reconcile::run_rows(&self.warehouse).await?);
+        let run = latest
+            .get(run_id)
+            .ok_or_else(|| Error::Usage(format!("no run '{run_id}' in ingest_runs")))?;
+        if run.status != RunStatus::Held {
+            return Err(Error::Usage(format!(
+                "run '{run_id}' is not held: its status is '{}'",
+                run.status.as_str()
+            )));
+        }
+        // Newer rows of the slice win over a held fetch: a later run that
+        // landed over any of its dates (one that agreed with it, or a
+        // re-run after a fix) makes it stale.
+        if let Some(later) = latest.values().find(|r| {
+            r.client_id == run.client_id
+                && r.source == run.source
+                && r.status == RunStatus::Succeeded
+                && r.finished_at > run.finished_at
+                && r.date_from <= run.date_to
+                && run.date_from <= r.date_to
+        }) {
+            return Err(Error::Usage(format!(
+                "run '{run_id}' is superseded: run '{}' landed {}..{} of the slice after it was held; \
+                 nothing to confirm",
+                later.run_id, later.date_from, later.date_to
+            )));
+        }
+        let kind: SourceKind = run.source.parse()?;
+        let data = crate::staged::data(&self.warehouse, &run.client_id, run_id)
+            .await?
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "the held rows of run '{run_id}' are no longer staged under {}/; run the job again",
+                    crate::staged::STAGED_PREFIX
+                ))
+            })?;
+        let quarantine =
+            match crate::staged::quarantine(&self.warehouse, &run.client_id, run_id).await? {
+                Some(q) => q,
+                None => quarantine_batch(
+                    run_id,
+                    &run.client_id,
+                    kind.as_str(),
+                    (run.date_from, run.date_to),
+                    &[],
+                )?,
+            };
+        let trigger = crate::reconcile::parse_trigger(&run.trigger);
+        let written = WriteSliceBuilder::new(&self.warehouse, kind.table())
+            .with_client(run.client_id.clone())
+            .with_source(kind.source_value())
+            .with_run_source(kind.as_str())
+            .with_date_range(run.date_from, run.date_to)
+            .with_run(run_id)
+            .with_trigger(trigger)
+            .with_rows_quarantined(run.rows_quarantined)
+            .with_started_record()
+            .with_quarantine(quarantine)
+            .execute(vec![data])
+            .await?;
+        info!(client = %run.client_id, source = %kind, %run_id, version = written.version,
+            rows = written.rows_written, "held replace confirmed and applied");
+        Ok(JobReport {
+            run_id: run_id.to_owned(),
+            client: run.client_id.clone(),
+            source: kind,
+            from: run.date_from,
+            to: run.date_to,
+            rows_written: written.rows_written,
+            rows_quarantined: run.rows_quarantined,
+            version: Some(written.version),
+            request_ids: Vec::new(),
+            error: None,
+            held: None,
+            calls: CallCounts::default(),
+        })
     }
 
     /// Ingests saved payload files (JSON API payloads, or CSV exports when
@@ -552,6 +792,54 @@ impl Ingestor {
             tokio::time::sleep(tick).await;
         }
     }
+}
+
+/// A run in [`Ingestor::in_flight`] while this lives.
+struct InFlight<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    run_id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(set: &'a std::sync::Mutex<std::collections::HashSet<String>>, run_id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(run_id.to_owned());
+        Self {
+            set,
+            run_id: run_id.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.run_id);
+    }
+}
+
+/// The rows of `batch` dated `from..=to`.
+fn within_dates(
+    batch: &arrow::array::RecordBatch,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{Array, AsArray};
+    let Some(dates) = batch.column_by_name(adlake_engine::schema::DATE) else {
+        return Ok(batch.clone());
+    };
+    let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
+    let (from, to) = (
+        crate::synthetic::date_to_epoch_day(from),
+        crate::synthetic::date_to_epoch_day(to),
+    );
+    let keep: arrow::array::BooleanArray = (0..dates.len())
+        .map(|i| Some(dates.is_valid(i) && (from..=to).contains(&dates.value(i))))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 /// Merges ad rows with the same key (hourly rows into days); other records

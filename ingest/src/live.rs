@@ -7,7 +7,9 @@
 //! `adlake_ingest_worker_api_calls_total`, `adlake_ingest_worker_retries_total`,
 //! `adlake_ingest_worker_rate_limit_waits_total`,
 //! `adlake_ingest_worker_rate_limit_wait_seconds_total`,
-//! `adlake_ingest_worker_breaker_opens_total`. The server's
+//! `adlake_ingest_worker_breaker_opens_total`, and
+//! `adlake_ingest_worker_held_runs_total`: runs the shrink guard held
+//! (see [`crate::guard`]). The server's
 //! `adlake_ingest_*_total{source}` carry the same counts summed from
 //! `ingest_runs`, whichever process ran the jobs; these names differ so
 //! that the two never add up twice.
@@ -34,7 +36,20 @@ pub const EXPORTED: &[&str] = &[
     "adlake_ingest_worker_rate_limit_waits_total",
     "adlake_ingest_worker_rate_limit_wait_seconds_total",
     "adlake_ingest_worker_breaker_opens_total",
+    "adlake_ingest_worker_held_runs_total",
 ];
+
+/// Runs held by the shrink guard in this process, per (client, source).
+static HELD_RUNS: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts one run the shrink guard held.
+pub fn count_held_run(client: &str, source: &str) {
+    let mut held = HELD_RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    *held
+        .entry((client.to_owned(), source.to_owned()))
+        .or_default() += 1;
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
@@ -93,6 +108,19 @@ pub fn render(http: &HttpClient) -> String {
         "Times each source's circuit breaker opened",
         opens.clone(),
     );
+    let held = Family::<SourceLabels, Counter>::default();
+    registry.register(
+        "worker_held_runs",
+        "Runs the shrink guard held (old rows kept; confirm with `adlake-ingest run --confirm-shrink RUN_ID`)",
+        held.clone(),
+    );
+    for ((client, source), n) in HELD_RUNS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        held.get_or_create(&SourceLabels {
+            client: client.clone(),
+            source: source.clone(),
+        })
+        .inc_by(*n);
+    }
     for s in http.sources() {
         let labels = SourceLabels::of(&s.source_key);
         state.get_or_create(&labels).set(s.breaker.gauge());
@@ -105,6 +133,8 @@ pub fn render(http: &HttpClient) -> String {
             .get_or_create(&labels)
             .inc_by(s.counts.rate_limit_wait_seconds);
         opens.get_or_create(&labels).inc_by(s.counts.breaker_opens);
+        // Zero until the guard holds one of the source's runs.
+        held.get_or_create(&labels).inc_by(0);
     }
     let mut out = String::new();
     // Writing to a String cannot fail.

@@ -168,9 +168,21 @@ pub async fn replace_quarantine(
     run_id: &str,
     client_id: &str,
     source: &str,
-    (from, to): (NaiveDate, NaiveDate),
+    range: (NaiveDate, NaiveDate),
     rejects: &[Reject],
 ) -> Result<u64> {
+    let batch = quarantine_batch(run_id, client_id, source, range, rejects)?;
+    replace_quarantine_batch(warehouse, run_id, client_id, source, range, batch).await
+}
+
+/// The `quarantine` rows of run `run_id`'s `rejects`.
+pub fn quarantine_batch(
+    run_id: &str,
+    client_id: &str,
+    source: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    rejects: &[Reject],
+) -> Result<RecordBatch> {
     let n = rejects.len();
     let now = Utc::now().timestamp_micros();
     let repeat = |s: &str| -> ArrayRef {
@@ -192,7 +204,20 @@ pub async fn replace_quarantine(
         day(from),
         day(to),
     ];
-    let batch = RecordBatch::try_new(QUARANTINE.schema(), columns)?;
+    Ok(RecordBatch::try_new(QUARANTINE.schema(), columns)?)
+}
+
+/// Replaces the quarantine rows of one (client, source, requested range)
+/// with `batch` (of [`quarantine_batch`]), in one commit tagged with the
+/// run's `txn`.
+pub async fn replace_quarantine_batch(
+    warehouse: &Warehouse,
+    run_id: &str,
+    client_id: &str,
+    source: &str,
+    (from, to): (NaiveDate, NaiveDate),
+    batch: RecordBatch,
+) -> Result<u64> {
     upgrade_quarantine(warehouse).await?;
     let mut attempt = 1;
     loop {

@@ -44,6 +44,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use deltalake::kernel::DataType as DeltaDataType;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::{Stream, StreamExt};
@@ -114,23 +115,74 @@ impl fmt::Display for Trigger {
     }
 }
 
-/// Outcome of a run (`ingest_runs.status`).
+/// State of a run (`ingest_runs.status`).
+///
+/// A run of `adlake-ingest run`, `backfill`, `file` or `worker` has two
+/// rows: `started`, appended before its data commit, and its finish
+/// (`succeeded`, `failed` or `held`), appended after. A `held` run that is
+/// confirmed later gets a third row, `succeeded`. The run's state is its
+/// finish row with the latest `finished_at`; a run with only its `started`
+/// row is running or was interrupted, until the next run of its slice
+/// reconciles it (see [`crate::reconcile`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
+    /// Recorded before the data commit; not finished (yet).
+    Started,
     /// The slice was committed.
     Succeeded,
     /// Nothing was committed.
     Failed,
+    /// The shrink guard held the replace: the old rows stay, the new ones
+    /// wait under `_adlake_staged/` for `--confirm-shrink` or a run that
+    /// agrees.
+    Held,
 }
 
 impl RunStatus {
     /// The `ingest_runs.status` value.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Started => "started",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Held => "held",
         }
     }
+
+    /// Whether the row records a run's end (every status but `started`).
+    pub fn is_finish(self) -> bool {
+        !matches!(self, Self::Started)
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [Self::Started, Self::Succeeded, Self::Failed, Self::Held]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown run status '{s}'")))
+    }
+}
+
+/// The Delta application transaction (`txn`) of a run's commits: its app
+/// id is the run id, so a reader can tell from a table's snapshot whether a
+/// run's commit is in (see [`run_committed`]).
+pub fn run_transaction(run_id: &str) -> Transaction {
+    Transaction::new_with_last_update(run_id, 1, Some(Utc::now().timestamp_millis()))
+}
+
+/// Whether `table` holds a commit of run `run_id` (its `txn`).
+pub async fn run_committed(table: &deltalake::DeltaTable, run_id: &str) -> Result<bool> {
+    let Ok(state) = table.snapshot() else {
+        return Ok(false);
+    };
+    let version = state
+        .transaction_version(table.log_store().as_ref(), run_id)
+        .await
+        .map_err(|e| Error::delta("txn", e))?;
+    Ok(version.is_some())
 }
 
 /// One row of `ingest_runs`.
@@ -362,6 +414,8 @@ pub struct WriteSliceBuilder {
     source_request_ids: Vec<String>,
     calls: Option<CallCounts>,
     buffer: usize,
+    record_start: bool,
+    quarantine: Option<RecordBatch>,
 }
 
 /// Arrow bytes a slice write holds in its open files before it closes the
@@ -386,7 +440,30 @@ impl WriteSliceBuilder {
             source_request_ids: Vec::new(),
             calls: None,
             buffer: DEFAULT_WRITE_BUFFER,
+            record_start: false,
+            quarantine: None,
         }
+    }
+
+    /// Records the run as `started` in `ingest_runs` before its data
+    /// commit, and its finish after (what every job does): a process
+    /// killed at any point leaves either the old slice or the new one, and
+    /// every `_run_id` it wrote has a row. Without it (the demo, which
+    /// fills a new warehouse) the run has one row, appended after the data.
+    pub fn with_started_record(mut self) -> Self {
+        self.record_start = true;
+        self
+    }
+
+    /// The run's `quarantine` rows (see [`crate::validate::quarantine_batch`]):
+    /// they replace the quarantine slice of the (client, source, range)
+    /// right after the data commit, both tagged with the run's `txn`. They
+    /// are staged under `_adlake_staged/` first, so a run interrupted
+    /// between the two commits is completed by [`crate::reconcile`].
+    /// Needs [`Self::with_started_record`].
+    pub(crate) fn with_quarantine(mut self, batch: RecordBatch) -> Self {
+        self.quarantine = Some(batch);
+        self
     }
 
     /// The client whose slice is replaced (required for client-scoped tables).
@@ -602,20 +679,10 @@ impl WriteSliceBuilder {
         let rows_read: Vec<Arc<AtomicU64>> =
             runs.iter().map(|_| Arc::new(AtomicU64::new(0))).collect();
         let run_ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
-
-        // Every log line of the write (ours and delta-rs') carries the run id.
-        let written = tracing::Instrument::instrument(
-            self.write_data(&slice, &runs, input, rows_read.clone()),
-            tracing::info_span!("run", run_id = %run_ids.join(",")),
-        )
-        .await;
-        let finished_at = Utc::now();
-
         let (from, to) = slice.dates;
         let mut records: Vec<RunRecord> = runs
             .iter()
-            .zip(&rows_read)
-            .map(|(run, rows)| RunRecord {
+            .map(|run| RunRecord {
                 run_id: run.run_id.clone(),
                 client_id: slice
                     .client
@@ -626,25 +693,74 @@ impl WriteSliceBuilder {
                 date_from: from,
                 date_to: to,
                 started_at,
-                finished_at,
-                status: RunStatus::Succeeded,
-                rows_read: rows.load(Ordering::Relaxed),
+                finished_at: started_at,
+                status: RunStatus::Started,
+                rows_read: 0,
                 rows_written: 0,
                 rows_quarantined: run.rows_quarantined,
                 target_table: self.table.name.to_owned(),
                 table_version: None,
                 source_request_ids: run.source_request_ids.clone(),
                 error: None,
-                calls: run.calls,
+                calls: None,
             })
             .collect();
+        let staged_client = records[0].client_id.clone();
+        if self.record_start {
+            append_runs(&self.warehouse, &records).await?;
+            crate::pause::point("started").await;
+            if let Some(batch) = &self.quarantine {
+                crate::staged::put_quarantine(&self.warehouse, &staged_client, run_ids[0], batch)
+                    .await?;
+                crate::pause::point("staged").await;
+            }
+        }
+
+        // Every log line of the write (ours and delta-rs') carries the run id.
+        let written = tracing::Instrument::instrument(
+            self.write_data(&slice, &runs, input, rows_read.clone()),
+            tracing::info_span!("run", run_id = %run_ids.join(",")),
+        )
+        .await;
+        let written = match written {
+            Ok(version) => {
+                crate::pause::point("data-committed").await;
+                match self.write_quarantine(&staged_client, run_ids[0]).await {
+                    Ok(()) => Ok(version),
+                    Err(err) => {
+                        // The data is in and the quarantine staged: the
+                        // run stays `started` for the next run to finish.
+                        error!(run_id = %run_ids.join(","), error = %err,
+                            "the data is committed but the quarantine is not; the next run of the slice completes it");
+                        return Err(err);
+                    }
+                }
+            }
+            Err(err) => Err(err),
+        };
+        let finished_at = Utc::now();
+        for ((record, run), rows) in records.iter_mut().zip(&runs).zip(&rows_read) {
+            record.finished_at = finished_at;
+            record.status = RunStatus::Succeeded;
+            record.rows_read = rows.load(Ordering::Relaxed);
+            record.calls = run.calls;
+        }
         match written {
             Ok(version) => {
                 for record in &mut records {
                     record.rows_written = record.rows_read;
                     record.table_version = Some(version);
                 }
+                if self.record_start {
+                    // Before the finish row: a finished run leaves nothing
+                    // staged, and one killed here has its quarantine in.
+                    crate::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
+                    crate::pause::point("unstaged").await;
+                }
                 let runs_version = append_runs(&self.warehouse, &records).await?;
+                if self.record_start {
+                    crate::pause::point("finished").await;
+                }
                 let written = records
                     .into_iter()
                     .zip(&runs)
@@ -682,9 +798,33 @@ impl WriteSliceBuilder {
                         "could not record the failed run"
                     );
                 }
+                if self.record_start {
+                    crate::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
+                }
                 Err(err)
             }
         }
+    }
+
+    /// Replaces the quarantine slice of the run with its staged rows, if
+    /// the write has them.
+    async fn write_quarantine(&self, client: &str, run_id: &str) -> Result<()> {
+        let Some(batch) = &self.quarantine else {
+            return Ok(());
+        };
+        let (from, to) = self.date_range.unwrap_or_default();
+        let source = self.run_source.clone().or_else(|| self.source.clone());
+        crate::validate::replace_quarantine_batch(
+            &self.warehouse,
+            run_id,
+            client,
+            source.as_deref().unwrap_or(self.table.name),
+            (from, to),
+            batch.clone(),
+        )
+        .await?;
+        crate::pause::point("quarantined").await;
+        Ok(())
     }
 
     /// Replaces the slice with `batches` in one Delta transaction without
@@ -791,7 +931,9 @@ impl WriteSliceBuilder {
 
         if replace::applies(&table, def) {
             let checked = input.map(check);
-            let table = replace::replace(&table, slice, checked, metadata, self.buffer).await?;
+            let txns = runs.iter().map(|r| run_transaction(&r.run_id)).collect();
+            let table =
+                replace::replace(&table, slice, checked, metadata, txns, self.buffer).await?;
             self.warehouse.remember(def, &table);
             return Ok(table.version().unwrap_or_default());
         }
@@ -821,7 +963,13 @@ impl WriteSliceBuilder {
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(slice.predicate())
             .with_partition_columns(def.partition_columns.iter().copied())
-            .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata(metadata)
+                    .with_application_transactions(
+                        runs.iter().map(|r| run_transaction(&r.run_id)).collect(),
+                    ),
+            )
             .await;
         let stashed = first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (result, stashed) {

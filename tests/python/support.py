@@ -458,6 +458,28 @@ def assert_adbc_error(err: BaseException, statuses: set[str], message: str | Non
 PROMETHEUS_SAMPLE = re.compile(r"^(?P<name>[a-z_:]+)(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
 
+def latest_run_rows(rows: list[dict]) -> list[dict]:
+    """The latest `ingest_runs` row of each run (docs/architecture.md, "Ingest
+    runs"): the largest `finished_at`, a finish before a `started` row of the
+    same instant. A run's state is that row's status."""
+    latest: dict[str, dict] = {}
+    for row in rows:
+        key = (row["finished_at"], row["status"] != "started")
+        seen = latest.get(row["run_id"])
+        if seen is None or (seen["finished_at"], seen["status"] != "started") < key:
+            latest[row["run_id"]] = row
+    return list(latest.values())
+
+
+def runs_by_state(rows: list[dict]) -> dict[tuple[str, str], int]:
+    """Runs per (source, state), as the server's `adlake_ingest_runs` counts
+    them: every (source, status) that has rows, each run once under its state."""
+    counts: dict[tuple[str, str], int] = {(r["source"], r["status"]): 0 for r in rows}
+    for row in latest_run_rows(rows):
+        counts[(row["source"], row["status"])] += 1
+    return counts
+
+
 def metric_samples(body: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus text page, keyed by name and labels."""
     out = {}

@@ -48,6 +48,11 @@ pub struct RunArgs {
     #[command(flatten)]
     /// Shared options.
     pub common: CommonArgs,
+    /// Apply the replace the shrink guard held for this run (from the rows
+    /// staged when it was held; nothing is fetched), instead of running
+    /// the due jobs.
+    #[arg(long, value_name = "RUN_ID")]
+    pub confirm_shrink: Option<String>,
 }
 
 /// `adlake-ingest backfill`.
@@ -172,6 +177,19 @@ fn setup(common: &CommonArgs) -> Result<(Config, Ingestor)> {
 /// Prints one line per job; an error when any failed.
 fn summarize(reports: &[JobReport]) -> Result<()> {
     for r in reports {
+        if let Some(reason) = &r.held {
+            println!(
+                "HELD   {:<24} {:<13} {}..{}  run {}: {reason}; the slice is unchanged \
+                 (apply it with `adlake-ingest run --confirm-shrink {}`)",
+                r.client,
+                r.source.as_str(),
+                r.from,
+                r.to,
+                r.run_id,
+                r.run_id
+            );
+            continue;
+        }
         match &r.error {
             None => println!(
                 "ok     {:<24} {:<13} {}..{}  {:>8} rows  {:>5} quarantined  version {}  run {}",
@@ -201,12 +219,23 @@ fn summarize(reports: &[JobReport]) -> Result<()> {
             reports.len()
         )));
     }
+    let held = reports.iter().filter(|r| r.held.is_some()).count();
+    if held > 0 {
+        return Err(Error::InvalidConfig(format!(
+            "{held} of {} jobs were held by the shrink guard; their slices are unchanged",
+            reports.len()
+        )));
+    }
     Ok(())
 }
 
 /// Runs `run`.
 pub async fn run(args: RunArgs) -> Result<()> {
     let (config, ingestor) = setup(&args.common)?;
+    if let Some(run_id) = &args.confirm_shrink {
+        let report = ingestor.confirm_shrink(run_id.trim()).await?;
+        return summarize(&[report]);
+    }
     let reports = ingestor.run_jobs(due_jobs(&config, Utc::now())).await;
     let rates = scheduled_fx(&config, &ingestor).await;
     match &rates {

@@ -36,6 +36,7 @@ use arrow::compute::filter_record_batch;
 use chrono::NaiveDate;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::delta_datafusion::expr::fmt_expr_to_sql;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
@@ -203,6 +204,7 @@ pub(super) async fn replace<S>(
     slice: &Slice,
     input: S,
     metadata: Vec<(String, Value)>,
+    txns: Vec<Transaction>,
     buffer: usize,
 ) -> Result<DeltaTable>
 where
@@ -352,7 +354,9 @@ where
             "execution_time_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }),
     ));
-    let properties = CommitProperties::default().with_metadata(metadata);
+    let properties = CommitProperties::default()
+        .with_metadata(metadata)
+        .with_application_transactions(txns);
     let operation = DeltaOperation::Write {
         mode: SaveMode::Overwrite,
         partition_by: Some(

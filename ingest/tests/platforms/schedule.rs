@@ -73,7 +73,7 @@ async fn backfill_splits_half_a_year_into_chunks_google_accepts() {
     assert_eq!(
         rows(&s.warehouse, &INGEST_RUNS,
             "SELECT source, trigger, status, CAST(date_from AS VARCHAR) AS f, CAST(date_to AS VARCHAR) AS t, rows_written, rows_quarantined \
-             FROM t ORDER BY date_from").await,
+             FROM t WHERE status <> 'started' ORDER BY date_from").await,
         [
             "google_ads|backfill|succeeded|2025-01-01|2025-03-31|0|0",
             "google_ads|backfill|succeeded|2025-04-01|2025-06-29|2|1",
@@ -155,7 +155,7 @@ async fn the_worker_lands_each_clients_yesterday_once() {
     }
     // ingest_runs records when each slice landed, for each client's day.
     let runs = rows(&s.warehouse, &INGEST_RUNS,
-        "SELECT client_id, source, trigger, status, CAST(date_to AS VARCHAR) AS d, finished_at IS NOT NULL AND finished_at >= started_at FROM t ORDER BY client_id, source").await;
+        "SELECT client_id, source, trigger, status, CAST(date_to AS VARCHAR) AS d, finished_at IS NOT NULL AND finished_at >= started_at FROM t WHERE status <> 'started' ORDER BY client_id, source").await;
     assert_eq!(
         runs,
         [
