@@ -501,3 +501,45 @@ def scrape(server: Server) -> dict[tuple[str, frozenset], float]:
     status, body = server.http_get("/metrics")
     assert status == 200, body[:500]
     return metric_samples(body)
+
+
+# --------------------------------------------------------------------------
+# Stand-ins for outside HTTP APIs, and the ingest binary
+# --------------------------------------------------------------------------
+
+
+class StubServer:
+    """A loopback HTTP server standing in for a platform's API: every GET is
+    answered by `answer(path, headers) -> (status, content_type, body)`;
+    `paths` records what was asked, in order."""
+
+    def __init__(self, answer) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.paths: list[str] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                stub.paths.append(self.path)
+                status, kind, body = answer(self.path, self.headers)
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+
+
+def run_ingest(*args: str) -> subprocess.CompletedProcess:
+    """`adlake-ingest ARGS`, its output captured as text."""
+    return subprocess.run([str(binary("adlake-ingest")), *args], capture_output=True, text=True, timeout=INGEST_TIMEOUT_S)

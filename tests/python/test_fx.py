@@ -15,25 +15,21 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import subprocess
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from support import (
-    INGEST_TIMEOUT_S,
     REPO,
     Principal,
+    StubServer,
     Warehouse,
     adbc_db_kwargs,
-    binary,
     query,
+    run_ingest,
     start_server,
-    stop_process,
     write_auth_file,
 )
 
@@ -53,46 +49,27 @@ class FakeEcb:
     any recent week has data). `garbage` answers HTML instead."""
 
     def __init__(self) -> None:
-        self.requests: list[str] = []
         self.garbage = False
         rows = fixture_rows()
         self.header = list(rows[0].keys())
         self.rows = rows
         self.last = {r["CURRENCY"]: r for r in rows}  # sorted by currency, date
-        fake = self
+        self.stub = StubServer(self.reply)
+        self.url = self.stub.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
+    @property
+    def requests(self) -> list[str]:
+        return self.stub.paths
 
-            def do_GET(self) -> None:
-                fake.requests.append(self.path)
-                url = urllib.parse.urlparse(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                if not url.path.startswith("/service/data/EXR/D.") or params.get("format") != "csvdata":
-                    self.send(400, "text/plain", b"bad request")
-                    return
-                if fake.garbage:
-                    self.send(200, "text/html", b"<html><body>Service maintenance</body></html>")
-                    return
-                start = dt.date.fromisoformat(params["startPeriod"])
-                end = dt.date.fromisoformat(params["endPeriod"])
-                body = fake.answer(start, end)
-                if body is None:
-                    self.send(404, "text/plain", b"No results found.")
-                else:
-                    self.send(200, "text/csv", body)
-
-            def send(self, status: int, kind: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def reply(self, path: str, headers) -> tuple[int, str, bytes]:
+        url = urllib.parse.urlparse(path)
+        params = dict(urllib.parse.parse_qsl(url.query))
+        if not url.path.startswith("/service/data/EXR/D.") or params.get("format") != "csvdata":
+            return 400, "text/plain", b"bad request"
+        if self.garbage:
+            return 200, "text/html", b"<html><body>Service maintenance</body></html>"
+        body = self.answer(dt.date.fromisoformat(params["startPeriod"]), dt.date.fromisoformat(params["endPeriod"]))
+        return (404, "text/plain", b"No results found.") if body is None else (200, "text/csv", body)
 
     def answer(self, start: dt.date, end: dt.date) -> bytes | None:
         out = [r for r in self.rows if start <= dt.date.fromisoformat(r["TIME_PERIOD"]) <= end]
@@ -112,7 +89,7 @@ class FakeEcb:
         return buf.getvalue().encode()
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.stub.close()
 
 
 @pytest.fixture()
@@ -140,13 +117,7 @@ def write_config(path: Path, ecb_url: str) -> Path:
     return path
 
 
-def ingest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(binary("adlake-ingest")), *args],
-        capture_output=True,
-        text=True,
-        timeout=INGEST_TIMEOUT_S,
-    )
+ingest = run_ingest
 
 
 def demo_warehouse(root: Path) -> Warehouse:

@@ -16,23 +16,20 @@ import datetime as dt
 import decimal
 import json
 import re
-import subprocess
-import threading
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from support import (
-    INGEST_TIMEOUT_S,
     REPO,
     Principal,
+    StubServer,
     Warehouse,
     adbc_db_kwargs,
-    binary,
     query,
+    run_ingest,
     start_server,
     write_auth_file,
 )
@@ -48,62 +45,46 @@ class FakeTiktok:
     def __init__(self) -> None:
         self.request_ids: list[str] = []
         self.spend = [decimal.Decimal("12.34"), decimal.Decimal("0.66"), decimal.Decimal("7.00")]
-        fake = self
+        self.stub = StubServer(self.reply)
+        self.url = self.stub.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                url = urllib.parse.urlparse(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                if self.headers.get("Access-Token") != "tt-token":
-                    body = {"code": 40105, "message": "Access token is incorrect or has been revoked.", "request_id": "x", "data": {}}
-                    self.reply(body)
-                    return
-                page = int(params.get("page", "1"))
-                day = params["start_date"]
-                ads = [(0, "ad-1"), (1, "ad-2")] if page == 1 else [(2, "ad-3")]
-                request_id = f"2026{uuid.uuid4().hex[:20].upper()}"
-                fake.request_ids.append(request_id)
-                rows = [
-                    {
-                        "dimensions": {"ad_id": ad, "stat_time_day": f"{day} 00:00:00"},
-                        "metrics": {
-                            "spend": str(fake.spend[i]),
-                            "impressions": "1000",
-                            "clicks": "10",
-                            "conversion": "1",
-                            "total_purchase_value": "20.00",
-                            "campaign_id": "cmp-1",
-                            "campaign_name": "Spring",
-                            "adgroup_name": "Group",
-                            "ad_name": ad,
-                        },
-                    }
-                    for i, ad in ads
-                ]
-                self.reply({
-                    "code": 0,
-                    "message": "OK",
-                    "request_id": request_id,
-                    "data": {"list": rows, "page_info": {"page": page, "page_size": 1000, "total_number": 3, "total_page": 2}},
-                })
-
-            def reply(self, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+    def reply(self, path: str, headers) -> tuple[int, str, bytes]:
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlparse(path).query))
+        if headers.get("Access-Token") != "tt-token":
+            body = {"code": 40105, "message": "Access token is incorrect or has been revoked.", "request_id": "x", "data": {}}
+            return 200, "application/json", json.dumps(body).encode()
+        page = int(params.get("page", "1"))
+        day = params["start_date"]
+        ads = [(0, "ad-1"), (1, "ad-2")] if page == 1 else [(2, "ad-3")]
+        request_id = f"2026{uuid.uuid4().hex[:20].upper()}"
+        self.request_ids.append(request_id)
+        rows = [
+            {
+                "dimensions": {"ad_id": ad, "stat_time_day": f"{day} 00:00:00"},
+                "metrics": {
+                    "spend": str(self.spend[i]),
+                    "impressions": "1000",
+                    "clicks": "10",
+                    "conversion": "1",
+                    "total_purchase_value": "20.00",
+                    "campaign_id": "cmp-1",
+                    "campaign_name": "Spring",
+                    "adgroup_name": "Group",
+                    "ad_name": ad,
+                },
+            }
+            for i, ad in ads
+        ]
+        body = {
+            "code": 0,
+            "message": "OK",
+            "request_id": request_id,
+            "data": {"list": rows, "page_info": {"page": page, "page_size": 1000, "total_number": 3, "total_page": 2}},
+        }
+        return 200, "application/json", json.dumps(body).encode()
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.stub.close()
 
 
 @pytest.fixture()
@@ -113,8 +94,7 @@ def tiktok():
     fake.close()
 
 
-def ingest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary("adlake-ingest")), *args], capture_output=True, text=True, timeout=INGEST_TIMEOUT_S)
+ingest = run_ingest
 
 
 def runbook_sql(client: str, day: dt.date, platform: str) -> str:

@@ -18,6 +18,16 @@
 //! same amount; for any other currency the record goes to quarantine with a
 //! reason that says how to get the cost (never a zero spend, and never USD
 //! written as the account's currency).
+//!
+//! The conversion metrics (`externalWebsiteConversions`,
+//! `conversionValueInLocalCurrency`) are read as zero when absent. The fetch
+//! names them, and LinkedIn then returns them on every row, zero included,
+//! so a live row never lacks them; a saved report whose request did not
+//! name them (the Airbyte sample) lands its spend, impressions and clicks
+//! with zero conversions rather than losing the row, the same rule as
+//! Meta's rows without `actions`. The cost is the one metric whose absence
+//! quarantines, because a row without spend would silently understate
+//! what the client is invoiced.
 
 use serde_json::Value;
 
