@@ -4,7 +4,8 @@
 //! [`crate::jobs::Ingestor`]).
 //!
 //! Zero rows is not always wrong: a slice that was already empty, or an
-//! account the platform reports paused, passes. The limits are per source
+//! account the platform reports inactive (Meta's `account_status`, asked
+//! after an empty insights answer), passes. The limits are per source
 //! in the client configuration (`shrink_max_row_drop`,
 //! `shrink_max_spend_drop`, fractions of the slice).
 

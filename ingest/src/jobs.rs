@@ -287,6 +287,7 @@ impl Ingestor {
         let mut parsed = Parsed::default();
         let mut request_ids = Vec::new();
         let mut failure = None;
+        let mut inactive: Vec<Option<String>> = Vec::new();
         let calls = CallStats::default();
         let cred_key = job.source.credentials.as_deref();
         match cred_key.map(|name| (name, self.secrets.credentials(name))) {
@@ -317,6 +318,7 @@ impl Ingestor {
                         Ok(f) => {
                             parsed.extend(f.parsed);
                             request_ids.extend(f.request_ids);
+                            inactive.push(f.inactive);
                         }
                         Err(e) => {
                             failure = Some(format!("account {account}: {e}"));
@@ -353,8 +355,28 @@ impl Ingestor {
             return self.report(job, run_id, request_ids, calls.counts(), Err(error));
         }
         let counts = calls.counts();
+        // The platform says every account delivers nothing: an empty
+        // answer is real, not a reason to hold the run.
+        let paused = if !inactive.is_empty() && inactive.iter().all(Option::is_some) {
+            Some(
+                inactive
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        } else {
+            None
+        };
         let result = self
-            .write(job, &run_id, parsed, request_ids.clone(), Some(counts))
+            .write(
+                job,
+                &run_id,
+                parsed,
+                request_ids.clone(),
+                Some(counts),
+                paused,
+            )
             .await
             .map_err(|e| e.to_string());
         self.report(job, run_id, request_ids, counts, result)
@@ -398,6 +420,7 @@ impl Ingestor {
         parsed: Parsed,
         request_ids: Vec<String>,
         calls: Option<CallCounts>,
+        paused: Option<String>,
     ) -> Result<Landed> {
         let kind = job.source.kind;
         let _in_flight = InFlight::enter(&self.in_flight, run_id);
@@ -466,7 +489,16 @@ impl Ingestor {
         )
         .await?;
         let after = guard::batch_totals(table, &batch)?;
-        let hold = guard::decide(before, after, quarantined, false, &job.source.shrink);
+        if let Some(why) = &paused {
+            info!(client = %job.client.id, source = %kind, %run_id, why = %why, "the platform reports the account inactive; its empty slice is applied");
+        }
+        let hold = guard::decide(
+            before,
+            after,
+            quarantined,
+            paused.is_some(),
+            &job.source.shrink,
+        );
         let mut agreed = None;
         if let Some(reason) = hold {
             agreed = self.agreeing_held_run(job, after).await?;
@@ -741,7 +773,9 @@ impl Ingestor {
             .iter()
             .map(|p| format!("file:{}", p.display()))
             .collect::<Vec<_>>();
-        let result = self.write(&job, &run_id, parsed, ids.clone(), None).await;
+        let result = self
+            .write(&job, &run_id, parsed, ids.clone(), None, None)
+            .await;
         match result {
             Ok(r) => Ok(self.report(&job, run_id, ids, CallCounts::default(), Ok(r))),
             Err(e) => Err(e),

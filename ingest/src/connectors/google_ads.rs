@@ -295,5 +295,6 @@ pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
     Ok(Fetched {
         parsed,
         request_ids: ids,
+        inactive: None,
     })
 }

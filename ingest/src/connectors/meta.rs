@@ -365,5 +365,55 @@ pub async fn fetch(ctx: &FetchContext<'_>) -> Result<Fetched, SourceError> {
             ctx.pace(usage_pause(&reply.headers)).await;
         }
     }
+    if fetched.parsed.records.is_empty() && fetched.parsed.rejects.is_empty() {
+        fetched.inactive = account_inactive(ctx, account).await;
+    }
     Ok(fetched)
+}
+
+/// The ad account's `account_status` when it is not active (1), asked only
+/// when the insights came back empty: a disabled or closed account
+/// delivers nothing, so its empty days are real. A failed call says
+/// nothing (the run then goes on as if the status were unknown).
+async fn account_inactive(ctx: &FetchContext<'_>, account: &str) -> Option<String> {
+    let url = format!(
+        "{}/{API_VERSION}/act_{account}?fields=account_status",
+        ctx.base_url
+    );
+    let reply = ctx
+        .send(SourceKind::MetaAds, &Call::get(url), classify)
+        .await
+        .ok()?;
+    let status = account_status(&reply.body)?;
+    (status != 1).then(|| {
+        format!(
+            "Meta reports ad account act_{account} as {} (account_status {status})",
+            account_status_name(status)
+        )
+    })
+}
+
+/// `account_status` of an ad account node.
+pub fn account_status(body: &[u8]) -> Option<i64> {
+    serde_json::from_slice::<Value>(body)
+        .ok()?
+        .get("account_status")
+        .and_then(|v| v.as_i64().or_else(|| v.as_str()?.parse().ok()))
+}
+
+/// The documented name of an `account_status` value.
+pub fn account_status_name(status: i64) -> &'static str {
+    match status {
+        1 => "ACTIVE",
+        2 => "DISABLED",
+        3 => "UNSETTLED",
+        7 => "PENDING_RISK_REVIEW",
+        8 => "PENDING_SETTLEMENT",
+        9 => "IN_GRACE_PERIOD",
+        100 => "PENDING_CLOSURE",
+        101 => "CLOSED",
+        201 => "ANY_ACTIVE",
+        202 => "ANY_CLOSED",
+        _ => "not active",
+    }
 }

@@ -946,6 +946,10 @@ pub struct Fetched {
     pub parsed: Parsed,
     /// Request ids of every call that contributed.
     pub request_ids: Vec<String>,
+    /// Why the platform says the account delivers nothing (disabled,
+    /// closed), when it said so: an empty answer is then not a reason to
+    /// hold the run.
+    pub inactive: Option<String>,
 }
 
 /// Fetches `from..=to` of one account of `kind`.

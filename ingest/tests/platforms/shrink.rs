@@ -269,3 +269,44 @@ async fn the_shrink_limits_are_set_per_source() {
         text(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_fetch_of_an_account_the_platform_reports_disabled_is_applied() {
+    let server = FakePlatform::start().await;
+    script_meta(&server, &two_meta_rows());
+    let s = setup(&server);
+    let out = backfill_meta(&s.dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(meta_rows(&s).await.len(), 2);
+
+    // Empty insights, and the ad account node says DISABLED (2), as Meta's
+    // `/act_<id>?fields=account_status` answers: the empty days are real.
+    script_meta(&server, r#"{"data":[]}"#);
+    server.route(
+        "GET",
+        "/v21.0/act_1001",
+        None,
+        vec![],
+        Some(Resp::json(200, r#"{"account_status":2,"id":"act_1001"}"#)),
+    );
+    let out = backfill_meta(&s.dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("HELD"), "{}", text(&out));
+    assert_eq!(meta_rows(&s).await, Vec::<String>::new());
+
+    // An active account (1) with empty insights is held as before.
+    script_meta(&server, &two_meta_rows());
+    let out = backfill_meta(&s.dir);
+    assert!(out.status.success(), "{}", text(&out));
+    script_meta(&server, r#"{"data":[]}"#);
+    server.route(
+        "GET",
+        "/v21.0/act_1001",
+        None,
+        vec![],
+        Some(Resp::json(200, r#"{"account_status":1,"id":"act_1001"}"#)),
+    );
+    let out = backfill_meta(&s.dir);
+    assert!(text(&out).contains("HELD"), "{}", text(&out));
+    assert_eq!(meta_rows(&s).await.len(), 2);
+}
