@@ -196,7 +196,8 @@ impl<'a> EraseBuilder<'a> {
 
 /// Deletes the `rows` rows of `def` that match `predicate` (nothing when
 /// 0) in one commit carrying `metadata`, vacuums with zero retention so no
-/// file holding them stays, and rewrites the log so no entry names them.
+/// file holding them stays, and rewrites the log so no entry names them
+/// (whether or not a row matched now).
 pub(crate) async fn purge(
     warehouse: &Warehouse,
     def: &'static TableDef,
@@ -247,8 +248,11 @@ pub(crate) async fn purge(
             .map_err(|e| Error::delta(def.name, e))?;
         files_vacuumed = metrics.files_deleted.len();
     }
+    // The log is rewritten even when no row matches now: a slice replaced
+    // earlier (a quarantine emptied by a later run, say) leaves commits that
+    // name the rows it removed.
     let mut log_entries_removed = 0;
-    if rows > 0 {
+    if version_before.is_some() {
         log_entries_removed = forget_log(warehouse, def).await?;
     }
     Ok(TableErasure {

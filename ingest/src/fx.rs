@@ -70,6 +70,10 @@ pub const DEFAULT_MAX_AGE_DAYS: u32 = 5;
 /// a day filled before its rate was published gets the published rate.
 pub const DEFAULT_LOOKBACK_DAYS: u32 = 7;
 
+/// Most days `adlake-ingest fx` pulls and writes at once; a longer range
+/// is pulled a year at a time.
+pub const MAX_PULL_DAYS: u64 = 366;
+
 /// The `[fx]` table of the ingest configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FxConfig {

@@ -269,3 +269,20 @@ def test_an_answer_that_is_not_rates_fails_the_pull_and_changes_nothing(tmp_path
     junk.write_text("when,what\n1,2\n")
     refused = ingest("file", "--config", str(config), "--warehouse", str(root), "--table", "fx_rates", str(junk))
     assert refused.returncode == 2 and "junk.csv" in refused.stderr, refused.stderr
+
+
+def test_a_long_backfill_is_pulled_a_year_at_a_time_and_covers_every_day(tmp_path: Path, ecb: FakeEcb):
+    root = tmp_path / "warehouse"
+    config = write_config(tmp_path / "clients.toml", ecb.url)
+    done = ingest("fx", "--config", str(config), "--warehouse", str(root), "--from", "2024-03-25", "--to", "2025-06-30")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # 463 days: one request of 366 and one of 97, each starting
+    # max_age_days early to fill its first days.
+    assert [urllib.parse.parse_qs(urllib.parse.urlparse(p).query)["startPeriod"][0] for p in ecb.requests] == [
+        "2024-03-20",
+        "2025-03-21",
+    ], ecb.requests
+    rates = Warehouse(root, []).read("fx_rates", ["date"])["date"].to_pylist()
+    days = sorted(set(rates))
+    assert days[0] == dt.date(2024, 3, 25) and days[-1] == dt.date(2025, 6, 30) and len(days) == 463
+    assert len(rates) == 463 * 72

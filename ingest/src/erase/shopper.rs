@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{AUDIT_PREFIX, TableErasure, purge, write_entry};
+use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
 use crate::warehouse::Warehouse;
 
@@ -96,7 +97,8 @@ pub struct ShopperErasure {
     pub reason: Option<String>,
     /// When it finished (UTC, RFC 3339).
     pub finished_at: String,
-    /// Orders and quarantine.
+    /// The tables purged: orders, quarantine, each only when it held
+    /// something of the shopper.
     pub tables: Vec<TableErasure>,
     /// Where the entry was written, relative to the warehouse root.
     pub audit_path: String,
@@ -145,7 +147,7 @@ async fn quarantined(
         &QUARANTINE,
         col(CLIENT_ID)
             .eq(lit(client))
-            .and(col("source").eq(lit("shopify"))),
+            .and(col("source").eq(lit(SourceKind::Shopify.as_str()))),
     )
     .await?;
     let mut records = Vec::new();
@@ -217,29 +219,36 @@ pub async fn erase(
         ("adlake.customer_key_sha256".to_owned(), json!(key_sha256)),
         ("adlake.requested_by".to_owned(), json!(requested_by)),
     ];
-    let mut tables = vec![
-        purge(
-            warehouse,
-            &ORDERS,
-            req.orders(&key),
-            orders,
-            metadata.clone(),
-        )
-        .await?,
-    ];
-    let quarantine = col(CLIENT_ID)
-        .eq(lit(req.client.as_str()))
-        .and(col("raw_record").in_list(records.iter().map(|r| lit(r.as_str())).collect(), false));
-    tables.push(
-        purge(
-            warehouse,
-            &QUARANTINE,
-            quarantine,
-            records.len() as u64,
-            metadata,
-        )
-        .await?,
-    );
+    // Only the tables that hold something of the shopper are purged (and
+    // so lose their history).
+    let mut tables = Vec::new();
+    if orders > 0 {
+        tables.push(
+            purge(
+                warehouse,
+                &ORDERS,
+                req.orders(&key),
+                orders,
+                metadata.clone(),
+            )
+            .await?,
+        );
+    }
+    if !records.is_empty() {
+        let quarantine = col(CLIENT_ID).eq(lit(req.client.as_str())).and(
+            col("raw_record").in_list(records.iter().map(|r| lit(r.as_str())).collect(), false),
+        );
+        tables.push(
+            purge(
+                warehouse,
+                &QUARANTINE,
+                quarantine,
+                records.len() as u64,
+                metadata,
+            )
+            .await?,
+        );
+    }
     let finished = Utc::now();
     let audit = ShopperErasure {
         client_id: req.client.clone(),

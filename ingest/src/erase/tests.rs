@@ -238,7 +238,25 @@ async fn after_an_erasure_no_byte_under_the_warehouse_names_the_client() {
     // Compaction and a checkpoint first: the client is then in commits,
     // a checkpoint and removed files as well as in the current files.
     MaintainBuilder::new(&warehouse).execute().await.unwrap();
-    let mut needles = vec![gone.clone()];
+    // A quarantine slice of the client that a later run emptied: no row of
+    // it is current, but the log's commits still name the raw record.
+    let day = NaiveDate::from_ymd_opt(2025, 5, 30).unwrap();
+    let raw = serde_json::json!({"campaign_name": "quarantined-only-campaign-7731"});
+    let reject = crate::connectors::Reject::new("spend: not a number", &raw);
+    crate::validate::replace_quarantine(
+        &warehouse,
+        "run-q1",
+        gone,
+        "meta_ads",
+        (day, day),
+        &[reject],
+    )
+    .await
+    .unwrap();
+    crate::validate::replace_quarantine(&warehouse, "run-q2", gone, "meta_ads", (day, day), &[])
+        .await
+        .unwrap();
+    let mut needles = vec![gone.clone(), "quarantined-only-campaign-7731".to_owned()];
     needles.extend(names_only_of(&warehouse, gone).await);
     assert!(needles.len() > 3, "{needles:?}");
     assert!(!traces_of(dir.path(), &needles).is_empty());

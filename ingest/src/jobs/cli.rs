@@ -306,16 +306,34 @@ pub async fn fx(args: FxArgs) -> Result<()> {
     let (config, ingestor) = setup(&args.common)?;
     let fx_config = config.fx.clone().unwrap_or_default();
     let to = args.to.unwrap_or_else(|| fx_until(&config));
-    let report = fx::pull_ecb(
-        ingestor.warehouse(),
-        ingestor.http(),
-        &fx_config,
-        args.from,
-        to,
-        crate::writer::Trigger::Backfill,
-    )
-    .await?;
-    summarize_fx(&report);
+    if args.from > to {
+        return Err(Error::Usage(format!(
+            "--from {} is after --to {to}",
+            args.from
+        )));
+    }
+    // A year per pull and write: a long backfill (the ECB publishes since
+    // 1999) stays one bounded request and slice at a time.
+    let mut from = args.from;
+    while from <= to {
+        let until = from
+            .checked_add_days(chrono::Days::new(fx::MAX_PULL_DAYS - 1))
+            .map_or(to, |d| d.min(to));
+        let report = fx::pull_ecb(
+            ingestor.warehouse(),
+            ingestor.http(),
+            &fx_config,
+            from,
+            until,
+            crate::writer::Trigger::Backfill,
+        )
+        .await?;
+        summarize_fx(&report);
+        match until.succ_opt() {
+            Some(next) => from = next,
+            None => break,
+        }
+    }
     Ok(())
 }
 
