@@ -23,7 +23,7 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 
 use crate::Scope;
-use crate::metrics::MetricResult;
+use crate::semantic::MetricResult;
 
 /// Default byte bound of the cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;

@@ -36,7 +36,7 @@ use crate::admission::{self, Limits, QueryPermit};
 use crate::cache::CacheStatus;
 use crate::error::{Error, Result};
 use crate::freshness::Freshness;
-use crate::metrics::{FreshnessRow, MetricQuery, MetricResult};
+use crate::semantic::{FreshnessRow, MetricQuery, MetricResult};
 use crate::{Described, Engine, Scope, lanes};
 
 /// Who asks, and how: what every request through the door carries.

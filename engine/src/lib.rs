@@ -47,12 +47,12 @@ pub mod ingest_runs;
 pub mod lanes;
 pub mod memo;
 pub mod memory;
-pub mod metrics;
 pub mod planner;
 mod pruned;
 pub mod schema;
 pub mod scope;
 mod scoped;
+pub mod semantic;
 pub mod stats;
 pub mod transport;
 
@@ -120,7 +120,7 @@ pub struct Engine {
     base: SessionState,
     ready: AtomicBool,
     cache: ResultCache,
-    metrics_config: Arc<metrics::MetricsConfig>,
+    metrics_config: Arc<semantic::MetricsConfig>,
     clock: clock::Clock,
     /// Bytes each query may hold in DataFusion's memory pool (sorts,
     /// joins, aggregations spill or fail past it); `None`: unbounded.
@@ -144,7 +144,7 @@ pub struct EngineOptions {
     /// Byte bound of the result cache.
     pub cache_bytes: u64,
     /// Per-client time zones and custom metrics.
-    pub metrics_config: metrics::MetricsConfig,
+    pub metrics_config: semantic::MetricsConfig,
     /// "Now" for relative date ranges and SQL's `now()`/`current_date`:
     /// the system clock, or a fixed one (reproducible reports and tests).
     pub clock: clock::Clock,
@@ -156,7 +156,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             cache_bytes: cache::DEFAULT_CACHE_BYTES,
-            metrics_config: metrics::MetricsConfig::default(),
+            metrics_config: semantic::MetricsConfig::default(),
             clock: clock::Clock::system(),
             statement_limits: StatementLimits::default(),
         }
@@ -259,8 +259,8 @@ impl Engine {
     }
 
     /// The metrics a caller in `scope` can ask for.
-    pub fn metrics(&self, scope: &Scope) -> Vec<metrics::MetricDef> {
-        metrics::metrics_for(&self.metrics_config, scope)
+    pub fn metrics(&self, scope: &Scope) -> Vec<semantic::MetricDef> {
+        semantic::metrics_for(&self.metrics_config, scope)
     }
 
     /// Answers a metric query for a caller in `scope`, through the cache
@@ -268,13 +268,13 @@ impl Engine {
     pub async fn query_metrics_at(
         &self,
         scope: &Scope,
-        query: &metrics::MetricQuery,
+        query: &semantic::MetricQuery,
         bypass: bool,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(Arc<metrics::MetricResult>, CacheStatus)> {
-        let prepared = metrics::prepare(query, scope, &self.metrics_config, now)?;
+    ) -> Result<(Arc<semantic::MetricResult>, CacheStatus)> {
+        let prepared = semantic::prepare(query, scope, &self.metrics_config, now)?;
         if bypass {
-            let result = metrics::run(self, scope, &prepared).await?;
+            let result = semantic::run(self, scope, &prepared).await?;
             return Ok((Arc::new(result), CacheStatus::Bypass));
         }
         let key = cache::CacheKey {
@@ -286,7 +286,7 @@ impl Engine {
         if let Some(cache::Cached::Metrics(hit)) = self.cache.get(&key).await {
             return Ok((hit, CacheStatus::Hit));
         }
-        let result = Arc::new(metrics::run(self, scope, &prepared).await?);
+        let result = Arc::new(semantic::run(self, scope, &prepared).await?);
         // Stored only when every statement read the versions the key names
         // (a refresh in between would make the key lie).
         if key
@@ -305,17 +305,17 @@ impl Engine {
     pub async fn query_metrics(
         &self,
         scope: &Scope,
-        query: &metrics::MetricQuery,
+        query: &semantic::MetricQuery,
         bypass: bool,
-    ) -> Result<(Arc<metrics::MetricResult>, CacheStatus)> {
+    ) -> Result<(Arc<semantic::MetricResult>, CacheStatus)> {
         self.query_metrics_at(scope, query, bypass, self.now())
             .await
     }
 
     /// The latest landed date per client of each fact table, under `scope`.
-    pub async fn freshness(&self, scope: &Scope) -> Result<Vec<metrics::FreshnessRow>> {
+    pub async fn freshness(&self, scope: &Scope) -> Result<Vec<semantic::FreshnessRow>> {
         let mut versions = BTreeMap::new();
-        metrics::freshness(
+        semantic::freshness(
             self,
             scope,
             &["ad_performance", "web_sessions", "orders"],
@@ -736,8 +736,8 @@ impl Engine {
         let mut state = builder.build();
         // The metric layer from SQL, over this caller's scoped tables.
         state.register_udtf(
-            metrics::sql::FUNCTION_NAME,
-            Arc::new(metrics::sql::MetricQueryFunction::new(
+            semantic::sql::FUNCTION_NAME,
+            Arc::new(semantic::sql::MetricQueryFunction::new(
                 scope.clone(),
                 Arc::clone(&self.metrics_config),
                 self.clock.clone(),
@@ -920,8 +920,8 @@ fn tables_read(
             let metric_tables = datafusion::datasource::source_as_provider(&scan.source)
                 .ok()
                 .and_then(|p| {
-                    p.downcast_ref::<metrics::sql::MetricTable>()
-                        .map(metrics::sql::MetricTable::tables)
+                    p.downcast_ref::<semantic::sql::MetricTable>()
+                        .map(semantic::sql::MetricTable::tables)
                 })
                 .unwrap_or_default();
             for table in metric_tables {
@@ -949,7 +949,7 @@ fn time_dependent(plan: &LogicalPlan) -> Option<String> {
             let relative = datafusion::datasource::source_as_provider(&scan.source)
                 .ok()
                 .and_then(|p| {
-                    p.downcast_ref::<metrics::sql::MetricTable>()
+                    p.downcast_ref::<semantic::sql::MetricTable>()
                         .and_then(|t| t.relative_range().map(str::to_owned))
                 });
             if let Some(range) = relative {

@@ -126,7 +126,7 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
 
     /// TOML file of per-client time zones and custom metrics, validated at
-    /// start (see `adlake_engine::metrics::MetricsConfig`).
+    /// start (see `adlake_engine::semantic::MetricsConfig`).
     #[arg(long, env = "ADLAKE_METRICS_CONFIG")]
     pub metrics_config: Option<PathBuf>,
 

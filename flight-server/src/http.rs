@@ -4,7 +4,7 @@
 //! * `GET /readyz`: 200 `ready` when the engine can answer queries, 503
 //!   `not ready` otherwise, so a load balancer only routes to replicas that
 //!   have loaded the warehouse.
-//! * `GET /metrics`: Prometheus metrics ([`crate::metrics`]).
+//! * `GET /metrics`: Prometheus metrics ([`crate::observability`]).
 
 use std::sync::Arc;
 
@@ -59,7 +59,7 @@ async fn metrics() -> (
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::scrape().await,
+        crate::observability::scrape().await,
     )
 }
 

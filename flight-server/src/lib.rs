@@ -42,7 +42,7 @@ pub mod error;
 pub mod flight_sql;
 pub mod grpc;
 pub mod http;
-pub mod metrics;
+pub mod observability;
 pub mod peer;
 pub mod server;
 pub mod telemetry;

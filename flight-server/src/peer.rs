@@ -226,7 +226,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         // Not a client of this port: hand nothing on, hold, then close.
         buf.set_filled(before);
         this.checked = None;
-        crate::metrics::connection_held();
+        crate::observability::connection_held();
         if HELD.fetch_add(1, Ordering::Relaxed) >= MAX_HELD {
             HELD.fetch_sub(1, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
@@ -328,7 +328,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
             if refusals.over(Instant::now()) {
-                crate::metrics::request_delayed();
+                crate::observability::request_delayed();
                 tokio::time::sleep(PENALTY).await;
             }
             let response = inner.call(request).await?;

@@ -163,7 +163,7 @@ impl Server {
     /// running requests finish for up to [`SHUTDOWN_GRACE`].
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let refresh = self.engine.spawn_refresh(self.refresh_interval);
-        crate::metrics::register_engine(&self.engine);
+        crate::observability::register_engine(&self.engine);
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.
@@ -174,7 +174,7 @@ impl Server {
         // surface on the Flight port.
         let executor = QueryExecutor::new(Arc::clone(&self.engine))
             .with_limits(Arc::new(Limits::new(self.limits)))
-            .with_observer(crate::metrics::query_observer());
+            .with_observer(crate::observability::query_observer());
         let flight_service =
             AdlakeFlightSqlService::new(executor.clone(), Arc::clone(&self.authenticator))
                 .into_server();
@@ -331,9 +331,9 @@ async fn open_engine(config: &Config) -> Result<Engine> {
     let warehouse = config.warehouse.as_str();
     let mut metrics_config = match &config.metrics_config {
         Some(path) => {
-            adlake_engine::metrics::MetricsConfig::from_file(path).map_err(Error::engine)?
+            adlake_engine::semantic::MetricsConfig::from_file(path).map_err(Error::engine)?
         }
-        None => adlake_engine::metrics::MetricsConfig::default(),
+        None => adlake_engine::semantic::MetricsConfig::default(),
     };
     if let Some(path) = &config.clients_config {
         let clients = adlake_engine::freshness::TimeZones::from_clients_config(path)

@@ -14,8 +14,8 @@
 use std::hint::black_box;
 
 use adlake_engine::Engine;
-use adlake_engine::metrics::{Comparison, DateRange, MetricQuery};
 use adlake_engine::scope::Scope;
+use adlake_engine::semantic::{Comparison, DateRange, MetricQuery};
 use adlake_ingest::connectors::{
     DEFAULT_CANONICAL_ACTION, ParseContext, SourceKind, parse_payload,
 };

@@ -3,7 +3,7 @@ the Kubernetes manifests have what the runbook relies on (probes,
 resources, HPA, PDB, the ingest worker Deployment, CronJobs, Secrets,
 ConfigMaps, Alertmanager), and every alert and recording rule is well formed
 and names only metrics the server or the ingest worker exports (the EXPORTED
-lists in flight-server/src/metrics.rs and ingest/src/live.rs) or
+lists in flight-server/src/observability.rs and ingest/src/live.rs) or
 Prometheus' own `up`. The table-state families, which every server replica
 exports alike, are only ever taken as `max` over the replicas, never summed.
 Every component that computes the 08:00 client-local SLA gets the client
@@ -38,7 +38,7 @@ PROMQL_WORDS = {
 def exported_metrics() -> set[str]:
     """What the server's and the ingest worker's `/metrics` export."""
     names: set[str] = set()
-    for source in ("flight-server/src/metrics.rs", "ingest/src/live.rs"):
+    for source in ("flight-server/src/observability.rs", "ingest/src/live.rs"):
         text = (ROOT / source).read_text()
         block = text.split("pub const EXPORTED", 1)[1].split("];", 1)[0]
         found = set(re.findall(r'"(adlake_[a-z_]+)"', block))

@@ -149,9 +149,9 @@ where
             // comes untagged was refused here or by the dispatcher.
             if status.metadata().get(REQUEST_ID_HEADER).is_none() {
                 log_failure(id, rpc, None, &status);
-                crate::metrics::observe_failure(rpc, status.code(), started.elapsed());
+                crate::observability::observe_failure(rpc, status.code(), started.elapsed());
                 crate::access::Entry::new("flight_sql", rpc, id).write(
-                    &crate::metrics::status_name(status.code()),
+                    &crate::observability::status_name(status.code()),
                     Some(status.message()),
                     started.elapsed(),
                 );

@@ -561,9 +561,9 @@ impl Call {
     /// Logs a failed call and tags its status with the request id.
     fn fail(&self, mut status: Status) -> Status {
         log_failure(self.id, self.method, self.principal.as_deref(), &status);
-        crate::metrics::observe_failure(self.method, status.code(), self.started.elapsed());
+        crate::observability::observe_failure(self.method, status.code(), self.started.elapsed());
         self.access.clone().write(
-            &crate::metrics::status_name(status.code()),
+            &crate::observability::status_name(status.code()),
             Some(status.message()),
             self.started.elapsed(),
         );

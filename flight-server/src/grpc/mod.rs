@@ -6,7 +6,7 @@
 //! token as password), exactly as Flight SQL calls; the caller's
 //! [`Scope`] comes from the token, never from the request. The services
 //! translate requests into engine types and engine answers into messages;
-//! the metric semantics live in [`adlake_engine::metrics`].
+//! the metric semantics live in [`adlake_engine::semantic`].
 //!
 //! Each call runs in a `tracing` span carrying its request id (and the
 //! caller, once known), so every line logged while serving it carries the
@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use adlake_engine::metrics::{
+use adlake_engine::semantic::{
     Cell, ColumnKind, Comparison, DIMENSIONS, DateRange, Filter, FilterOp, Grain, MetricKind,
     MetricQuery, MetricResult, OrderBy,
 };
@@ -170,13 +170,13 @@ where
         }
         Err(mut status) => {
             crate::flight_sql::log_failure(id, rpc, None, &status);
-            crate::metrics::observe_failure(rpc, status.code(), started.elapsed());
+            crate::observability::observe_failure(rpc, status.code(), started.elapsed());
             let entry = entry
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             entry.write(
-                &crate::metrics::status_name(status.code()),
+                &crate::observability::status_name(status.code()),
                 Some(status.message()),
                 started.elapsed(),
             );
