@@ -31,7 +31,6 @@ use arrow::datatypes::Int64Type;
 use chrono::{DateTime, SecondsFormat, Utc};
 use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
-use deltalake::DeltaTableBuilder;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::vacuum::VacuumMode;
 use futures::TryStreamExt as _;
@@ -44,7 +43,7 @@ use tracing::info;
 pub mod shopper;
 
 use crate::error::{Error, Result};
-use crate::upkeep::is_lost_race;
+use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
 use crate::warehouse::Warehouse;
 
 /// Folder (under the warehouse root) of the erasure audit entries.
@@ -209,9 +208,15 @@ pub(crate) async fn purge(
     let version_before = table.version();
     let mut version_deleted = None;
     if rows > 0 {
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
+        let (opened, predicate, metadata) = (&table, &predicate, &metadata);
+        table = commit_with_retry("erasure delete", DEFAULT_ATTEMPTS, |attempt| async move {
+            let mut table = opened.clone();
+            if attempt > 1 {
+                table
+                    .update_state()
+                    .await
+                    .map_err(|e| Error::delta(def.name, e))?;
+            }
             let delete = table
                 .clone()
                 .delete()
@@ -219,21 +224,11 @@ pub(crate) async fn purge(
                 .with_commit_properties(
                     CommitProperties::default().with_metadata(metadata.clone()),
                 );
-            match delete.await {
-                Ok((next, _)) => {
-                    table = next;
-                    version_deleted = table.version();
-                    break;
-                }
-                Err(err) if is_lost_race(&err) && attempts < crate::upkeep::DEFAULT_ATTEMPTS => {
-                    table
-                        .update_state()
-                        .await
-                        .map_err(|e| Error::delta(def.name, e))?;
-                }
-                Err(err) => return Err(Error::delta(def.name, err)),
-            }
-        }
+            let (next, _) = delete.await.map_err(|e| Error::delta(def.name, e))?;
+            Ok(next)
+        })
+        .await?;
+        version_deleted = table.version();
     }
     let mut files_vacuumed = 0;
     if version_before.is_some() {
@@ -278,7 +273,6 @@ pub fn client_sha256(client: &str) -> String {
 async fn forget_log(warehouse: &Warehouse, def: &'static TableDef) -> Result<usize> {
     const RETENTION: &str = "delta.deletedFileRetentionDuration";
     let delta = |e| Error::delta(def.name, e);
-    let table = warehouse.open_table(def).await?;
     let set = |table: deltalake::DeltaTable, value: &str| {
         table
             .set_tbl_properties()
@@ -288,7 +282,11 @@ async fn forget_log(warehouse: &Warehouse, def: &'static TableDef) -> Result<usi
                     .with_metadata([("adlake.operation".to_owned(), json!("erase-log"))]),
             )
     };
-    let table = set(table, "interval 0 seconds").await.map_err(delta)?;
+    let table = commit_with_retry("erasure log rewrite", DEFAULT_ATTEMPTS, |_| async {
+        let table = warehouse.open_table(def).await?;
+        set(table, "interval 0 seconds").await.map_err(delta)
+    })
+    .await?;
     let checkpoint = table.version().ok_or_else(|| Error::InvalidSlice {
         table: def.name,
         reason: "the table has no version after the erasure".to_owned(),
@@ -323,8 +321,12 @@ async fn forget_log(warehouse: &Warehouse, def: &'static TableDef) -> Result<usi
         }
     }
     // Put the tombstone retention back for the table's later checkpoints.
-    let reopened = warehouse.open_table(def).await?;
-    if let Err(e) = set(reopened, "interval 1 weeks").await {
+    let restored = commit_with_retry("erasure log rewrite", DEFAULT_ATTEMPTS, |_| async {
+        let table = warehouse.open_table(def).await?;
+        set(table, "interval 1 weeks").await.map_err(delta)
+    })
+    .await;
+    if let Err(e) = restored {
         tracing::warn!(table = def.name, error = %e, "erasure: could not restore the tombstone retention");
     }
     if let Some(dir) = warehouse.table_dir(def) {
@@ -389,42 +391,6 @@ fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Client ids are free text; the file name keeps only safe characters.
-pub(crate) fn sanitize(client: &str) -> String {
-    client
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// The object store of the warehouse root (local folder or bucket prefix),
-/// for the files that are not tables: audit entries, upkeep locks.
-pub(crate) fn root_store(
-    warehouse: &Warehouse,
-    what: &str,
-) -> Result<std::sync::Arc<dyn object_store::ObjectStore>> {
-    let root = warehouse.url().clone();
-    if let Ok(dir) = root.to_file_path() {
-        std::fs::create_dir_all(&dir).map_err(|source| Error::WarehouseNotWritable {
-            path: dir.clone(),
-            source,
-        })?;
-    }
-    Ok(DeltaTableBuilder::from_url(root)
-        .and_then(|b| {
-            b.with_storage_options(warehouse.storage_options())
-                .build_storage()
-        })
-        .map_err(|e| Error::delta(what, e))?
-        .object_store(None))
-}
-
 async fn write_audit(warehouse: &Warehouse, audit: &ErasureAudit) -> Result<()> {
     write_entry(warehouse, audit, &audit.audit_path, &["client_id"]).await
 }
@@ -437,7 +403,7 @@ pub(crate) async fn write_entry(
     path: &str,
     omit: &[&str],
 ) -> Result<()> {
-    let store = root_store(warehouse, AUDIT_PREFIX)?;
+    let store = warehouse.root_store(AUDIT_PREFIX)?;
     let mut entry = serde_json::to_value(value)
         .map_err(|e| Error::InvalidConfig(format!("cannot encode the audit entry: {e}")))?;
     if let Some(fields) = entry.as_object_mut() {

@@ -28,8 +28,9 @@ use crate::connectors::{
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::http::{CallCounts, CallStats, HttpClient};
+use crate::lake::quarantine::quarantine_batch;
 use crate::synthetic::Lineage;
-use crate::validate::{Rules, quarantine_batch, validate};
+use crate::validate::{Rules, validate};
 use crate::warehouse::Warehouse;
 use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 

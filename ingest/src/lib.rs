@@ -63,6 +63,7 @@ pub mod fx;
 pub mod guard;
 pub mod http;
 pub mod jobs;
+pub mod lake;
 pub mod lineage;
 pub mod live;
 pub mod pause;

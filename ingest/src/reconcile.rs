@@ -237,7 +237,7 @@ async fn reconcile_run(warehouse: &Warehouse, run: &RunRow, was_held: bool) -> R
             && let Some(batch) =
                 crate::staged::quarantine(warehouse, &run.client_id, &run.run_id).await?
         {
-            crate::validate::replace_quarantine_batch(
+            crate::lake::quarantine::replace_quarantine_batch(
                 warehouse,
                 &run.run_id,
                 &run.client_id,

@@ -30,9 +30,23 @@ const DATA_FILE: &str = "data.parquet";
 fn path(client: &str, run_id: &str, file: &str) -> ObjectPath {
     ObjectPath::from(format!(
         "{STAGED_PREFIX}/{}/{}/{file}",
-        crate::erase::sanitize(client),
-        crate::erase::sanitize(run_id)
+        sanitize(client),
+        sanitize(run_id)
     ))
+}
+
+/// Client and run ids are free text; a folder name keeps only safe
+/// characters.
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
@@ -47,7 +61,7 @@ fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
 }
 
 async fn put(warehouse: &Warehouse, at: ObjectPath, batch: &RecordBatch) -> Result<()> {
-    let store = crate::erase::root_store(warehouse, STAGED_PREFIX)?;
+    let store = warehouse.root_store(STAGED_PREFIX)?;
     store
         .put(&at, PutPayload::from(encode(batch)?))
         .await
@@ -56,7 +70,7 @@ async fn put(warehouse: &Warehouse, at: ObjectPath, batch: &RecordBatch) -> Resu
 }
 
 async fn get(warehouse: &Warehouse, at: ObjectPath) -> Result<Option<RecordBatch>> {
-    let store = crate::erase::root_store(warehouse, STAGED_PREFIX)?;
+    let store = warehouse.root_store(STAGED_PREFIX)?;
     let bytes: Bytes = match store.get(&at).await {
         Ok(found) => found
             .bytes()
@@ -118,7 +132,7 @@ pub async fn data(
 /// Removes a run's staged rows (a failure is logged: a left-over folder is
 /// only disk).
 pub async fn remove(warehouse: &Warehouse, client: &str, run_id: &str) {
-    let store = match crate::erase::root_store(warehouse, STAGED_PREFIX) {
+    let store = match warehouse.root_store(STAGED_PREFIX) {
         Ok(store) => store,
         Err(e) => {
             warn!(run_id, error = %e, "cannot remove the staged rows");
@@ -134,8 +148,8 @@ pub async fn remove(warehouse: &Warehouse, client: &str, run_id: &str) {
     if let Ok(dir) = warehouse.url().to_file_path() {
         let folder = dir
             .join(STAGED_PREFIX)
-            .join(crate::erase::sanitize(client))
-            .join(crate::erase::sanitize(run_id));
+            .join(sanitize(client))
+            .join(sanitize(run_id));
         // All of it: a put killed half-way leaves its temporary file there.
         let _ = std::fs::remove_dir_all(folder);
     }
@@ -144,11 +158,8 @@ pub async fn remove(warehouse: &Warehouse, client: &str, run_id: &str) {
 /// Removes every staged row of `client` (erasure).
 pub async fn remove_client(warehouse: &Warehouse, client: &str) -> Result<()> {
     use futures::TryStreamExt as _;
-    let store = crate::erase::root_store(warehouse, STAGED_PREFIX)?;
-    let prefix = ObjectPath::from(format!(
-        "{STAGED_PREFIX}/{}",
-        crate::erase::sanitize(client)
-    ));
+    let store = warehouse.root_store(STAGED_PREFIX)?;
+    let prefix = ObjectPath::from(format!("{STAGED_PREFIX}/{}", sanitize(client)));
     let files: Vec<_> = store
         .list(Some(&prefix))
         .try_collect()
@@ -161,8 +172,7 @@ pub async fn remove_client(warehouse: &Warehouse, client: &str) -> Result<()> {
         }
     }
     if let Ok(dir) = warehouse.url().to_file_path() {
-        let _ =
-            std::fs::remove_dir_all(dir.join(STAGED_PREFIX).join(crate::erase::sanitize(client)));
+        let _ = std::fs::remove_dir_all(dir.join(STAGED_PREFIX).join(sanitize(client)));
     }
     Ok(())
 }

@@ -13,16 +13,17 @@
 //! that have not committed yet keep their files.
 
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use adlake_engine::schema::{AD_PERFORMANCE, TableDef, all_tables};
-use deltalake::kernel::transaction::TransactionError;
+use deltalake::DeltaTable;
 use deltalake::operations::vacuum::{Clock, VacuumMode};
-use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
+use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
 use crate::warehouse::Warehouse;
 
 mod compact;
@@ -43,9 +44,6 @@ pub const DEFAULT_TARGET_SIZE: u64 = 100 * 1024 * 1024;
 /// 70,000 files) is compacted in a few dozen commits, each visible to
 /// readers as it lands, and a crash or a lost race costs one of them.
 pub const DEFAULT_FILES_PER_COMMIT: usize = 2_000;
-
-/// How many times one table's compaction is tried when it loses a race.
-pub const DEFAULT_ATTEMPTS: u32 = 5;
 
 /// A table's upkeep lock older than this was left by a maintainer that
 /// died, and is taken over.
@@ -247,22 +245,28 @@ impl<'a> MaintainBuilder<'a> {
             sort_column: (self.zorder && def.name == AD_PERFORMANCE.name).then_some(ZORDER_COLUMN),
             actor: self.actor.clone(),
         };
-        let mut compacted = Compacted::default();
-        loop {
-            report.attempts += 1;
-            match compact::compact(&mut table, &options, &mut compacted).await {
-                Ok(()) => break,
-                Err(err) if is_lost_race(&err) && report.attempts < self.attempts => {
-                    warn!(table = def.name, attempt = report.attempts, error = %err,
-                        "compaction lost a race with a concurrent commit; retrying");
-                    table
-                        .update_state()
-                        .await
-                        .map_err(|e| Error::delta(def.name, e))?;
-                }
-                Err(err) => return Err(Error::delta(def.name, err)),
+        // What the compaction commits of every attempt did, and the table
+        // at its latest version, carried from one attempt to the next.
+        let progress = tokio::sync::Mutex::new((table, Compacted::default()));
+        let tried = AtomicU32::new(0);
+        let (progress_ref, tried_ref, options) = (&progress, &tried, &options);
+        commit_with_retry("compaction", self.attempts, |attempt| async move {
+            tried_ref.store(attempt, Ordering::Relaxed);
+            let mut guard = progress_ref.lock().await;
+            let (table, compacted) = &mut *guard;
+            if attempt > 1 {
+                table
+                    .update_state()
+                    .await
+                    .map_err(|e| Error::delta(def.name, e))?;
             }
-        }
+            compact::compact(table, options, compacted)
+                .await
+                .map_err(|e| Error::delta(def.name, e))
+        })
+        .await?;
+        report.attempts = tried.into_inner();
+        let (mut table, compacted) = progress.into_inner();
         report.files_removed = compacted.files_removed;
         report.files_added = compacted.files_added;
         report.commits = compacted.commits;
@@ -319,7 +323,7 @@ impl UpkeepLock {
     /// older than [`LOCK_TTL`] is taken over).
     async fn acquire(warehouse: &Warehouse, def: &TableDef) -> Result<Option<Self>> {
         use object_store::{ObjectStoreExt as _, PutMode, PutOptions};
-        let store = crate::erase::root_store(warehouse, LOCK_PREFIX)?;
+        let store = warehouse.root_store(LOCK_PREFIX)?;
         let path = object_store::path::Path::from(format!("{LOCK_PREFIX}/{}.json", def.name));
         let body = json!({
             "holder": format!("adlake-ingest maintain, pid {}", std::process::id()),
@@ -379,26 +383,6 @@ pub fn check_retention(retention: Duration) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Whether a commit failed only because another writer got there first.
-pub(crate) fn is_lost_race(err: &DeltaTableError) -> bool {
-    matches!(
-        err,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: TransactionError::CommitConflict(_)
-                    | TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::MaxCommitAttempts(_)
-            }
-    )
-}
-
-/// Whether an ingest error is a commit that lost a race with a concurrent
-/// writer (compaction, another slice write): nothing was committed and
-/// running the same slice again is safe and will succeed.
-pub fn lost_race(err: &Error) -> bool {
-    matches!(err, Error::Delta { source, .. } if is_lost_race(source))
 }
 
 /// Active data files of the table's current snapshot.

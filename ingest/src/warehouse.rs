@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use adlake_engine::schema::{TableDef, all_tables};
 use arrow::array::RecordBatch;
-use deltalake::kernel::{DataType as DeltaDataType, StructField};
+use deltalake::kernel::StructField;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use tracing::{debug, info};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
+use crate::lake::layout::added_columns;
 
 /// Commits between Delta checkpoints of every table this crate creates.
 pub const CHECKPOINT_INTERVAL: &str = "10";
@@ -142,6 +144,26 @@ impl Warehouse {
         std::collections::HashMap::new()
     }
 
+    /// The object store of the warehouse root (local folder or bucket
+    /// prefix), for the files that are not tables: audit entries, upkeep
+    /// locks, staged rows. `what` names them in errors.
+    pub(crate) fn root_store(&self, what: &str) -> Result<Arc<dyn object_store::ObjectStore>> {
+        let root = self.base.clone();
+        if let Ok(dir) = root.to_file_path() {
+            std::fs::create_dir_all(&dir).map_err(|source| Error::WarehouseNotWritable {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(DeltaTableBuilder::from_url(root)
+            .and_then(|b| {
+                b.with_storage_options(self.storage_options())
+                    .build_storage()
+            })
+            .map_err(|e| Error::delta(what, e))?
+            .object_store(None))
+    }
+
     /// Whether the warehouse is on an object store rather than local disk.
     pub fn is_remote(&self) -> bool {
         self.base.scheme() != "file"
@@ -163,7 +185,9 @@ impl Warehouse {
     /// Opens a table at its latest version, creating it (empty, with the
     /// definition's schema and partition columns) when it does not exist
     /// yet. A table this warehouse loaded before is brought up to date
-    /// from the log entries committed since, not read again.
+    /// from the log entries committed since, not read again; one it loads
+    /// afresh is first given the columns of later releases it lacks (see
+    /// [`crate::lake::layout`]).
     pub async fn open_or_create(&self, def: &'static TableDef) -> Result<DeltaTable> {
         if let Some(mut table) = self.loaded.get(def.name) {
             match table.update_incremental(None).await {
@@ -180,6 +204,9 @@ impl Warehouse {
         }
         let table = self.open_table(def).await?;
         if table.version().is_some() {
+            // First opened by this process: bring an older layout up to date
+            // once, not on every write.
+            let table = self.upgrade_layout(def, table).await?;
             self.loaded.put(def.name, &table);
             return Ok(table);
         }
@@ -212,6 +239,7 @@ impl Warehouse {
                 let table = self.open_table(def).await?;
                 if table.version().is_some() {
                     debug!(table = def.name, "table was created concurrently");
+                    let table = self.upgrade_layout(def, table).await?;
                     self.loaded.put(def.name, &table);
                     Ok(table)
                 } else {
@@ -256,44 +284,49 @@ impl Warehouse {
         }
     }
 
-    /// Opens (or creates) `def` and adds the nullable `columns` its Delta
-    /// schema lacks: a table written before a release that added them
-    /// keeps its rows, which read null there. Columns are added in the
-    /// order given, which must be their order at the end of `def`'s schema.
-    /// Losing the race to another writer adding them is fine. Returns the
-    /// table at its latest version.
-    pub async fn add_missing_columns(
+    /// Gives a table written by an older release the columns its
+    /// definition gained since ([`added_columns`]), nullable: its rows
+    /// keep their values and read null there. Losing the race to another
+    /// writer adding them is fine. Returns the table at its latest
+    /// version.
+    async fn upgrade_layout(
         &self,
         def: &'static TableDef,
-        columns: &[(&str, DeltaDataType)],
+        table: DeltaTable,
     ) -> Result<DeltaTable> {
-        let table = self.open_or_create(def).await?;
-        let schema = table
-            .snapshot()
-            .map_err(|e| Error::delta(def.name, e))?
-            .schema();
-        let missing: Vec<StructField> = columns
-            .iter()
-            .filter(|(name, _)| schema.field(name).is_none())
-            .map(|(name, data_type)| StructField::new(*name, data_type.clone(), true))
-            .collect();
-        if missing.is_empty() {
+        let columns = added_columns(def);
+        if columns.is_empty() {
             return Ok(table);
         }
-        let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
-        info!(table = def.name, columns = ?names, "adding columns to a table of an older layout");
-        match table.add_columns().with_fields(missing).await {
-            Ok(table) => {
-                self.remember(def, &table);
-                Ok(table)
+        let opened = &table;
+        commit_with_retry("adding columns", DEFAULT_ATTEMPTS, |attempt| async move {
+            let table = if attempt > 1 {
+                // Another writer committed first (maybe adding them).
+                self.open_table(def).await?
+            } else {
+                opened.clone()
+            };
+            let schema = table
+                .snapshot()
+                .map_err(|e| Error::delta(def.name, e))?
+                .schema();
+            let missing: Vec<StructField> = columns
+                .iter()
+                .filter(|(name, _)| schema.field(name).is_none())
+                .map(|(name, data_type)| StructField::new(*name, data_type.clone(), true))
+                .collect();
+            if missing.is_empty() {
+                return Ok(table);
             }
-            // Another writer may have added them first.
-            Err(e) if crate::upkeep::is_lost_race(&e) => {
-                self.loaded.forget(def.name);
-                self.open_or_create(def).await
-            }
-            Err(e) => Err(Error::delta(def.name, e)),
-        }
+            let names: Vec<&str> = missing.iter().map(|f| f.name().as_str()).collect();
+            info!(table = def.name, columns = ?names, "adding columns to a table of an older layout");
+            table
+                .add_columns()
+                .with_fields(missing)
+                .await
+                .map_err(|e| Error::delta(def.name, e))
+        })
+        .await
     }
 
     /// Creates every table of the warehouse that does not exist yet.

@@ -43,7 +43,6 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, ident, lit};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use deltalake::kernel::DataType as DeltaDataType;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
@@ -53,13 +52,11 @@ use tracing::{error, info};
 
 use crate::error::{Error, Result};
 use crate::http::CallCounts;
+use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
 use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
 use crate::warehouse::Warehouse;
 
-/// Column of the first requested date of a range-keyed table.
-pub const DATE_FROM: &str = "date_from";
-/// Column of the last requested date of a range-keyed table.
-pub const DATE_TO: &str = "date_to";
+pub use crate::lake::layout::{CALL_COLUMNS, DATE_FROM, DATE_TO};
 
 /// Whether `table`'s slices are keyed by the requested date range
 /// (`date_from`, `date_to`) rather than by a report date: `quarantine`,
@@ -225,16 +222,6 @@ pub struct RunRecord {
     pub calls: Option<CallCounts>,
 }
 
-/// The `ingest_runs` columns of [`CallCounts`], in schema order, with their
-/// Delta types (for tables written before they existed).
-pub const CALL_COLUMNS: [(&str, DeltaDataType); 5] = [
-    ("api_calls", DeltaDataType::LONG),
-    ("retries", DeltaDataType::LONG),
-    ("rate_limit_waits", DeltaDataType::LONG),
-    ("rate_limit_wait_seconds", DeltaDataType::DOUBLE),
-    ("breaker_opens", DeltaDataType::LONG),
-];
-
 impl RunRecord {
     fn to_batch(&self) -> Result<RecordBatch> {
         let mut request_ids = ListBuilder::new(StringBuilder::new());
@@ -289,28 +276,32 @@ pub async fn append_run(warehouse: &Warehouse, record: &RunRecord) -> Result<u64
 }
 
 /// Appends rows to `ingest_runs` in one commit (the runs of one write)
-/// and returns the version it produced. A table written before the call
-/// columns existed gets them first.
+/// and returns the version it produced.
 pub async fn append_runs(warehouse: &Warehouse, records: &[RunRecord]) -> Result<u64> {
     let batches = records
         .iter()
         .map(RunRecord::to_batch)
         .collect::<Result<Vec<_>>>()?;
     let run_ids: Vec<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
-    let table = warehouse
-        .add_missing_columns(&INGEST_RUNS, &CALL_COLUMNS)
-        .await?;
-    let table = table
-        .write(batches)
-        .with_save_mode(SaveMode::Append)
-        .with_commit_properties(
-            CommitProperties::default()
-                .with_metadata([(RUN_ID_METADATA_KEY.to_owned(), one_or_many(&run_ids))]),
-        )
-        .await
-        .map_err(|e| Error::delta(INGEST_RUNS.name, e))?;
-    warehouse.remember(&INGEST_RUNS, &table);
-    Ok(table.version().unwrap_or_default())
+    let run_ids = &run_ids;
+    commit_with_retry(INGEST_RUNS.name, DEFAULT_ATTEMPTS, |_| {
+        let batches = batches.clone();
+        async move {
+            let table = warehouse.open_or_create(&INGEST_RUNS).await?;
+            let table = table
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_metadata([(RUN_ID_METADATA_KEY.to_owned(), one_or_many(run_ids))]),
+                )
+                .await
+                .map_err(|e| Error::delta(INGEST_RUNS.name, e))?;
+            warehouse.remember(&INGEST_RUNS, &table);
+            Ok(table.version().unwrap_or_default())
+        }
+    })
+    .await
 }
 
 /// A commit-metadata value: the one value as is, several as an array.
@@ -455,9 +446,10 @@ impl WriteSliceBuilder {
         self
     }
 
-    /// The run's `quarantine` rows (see [`crate::validate::quarantine_batch`]):
-    /// they replace the quarantine slice of the (client, source, range)
-    /// right after the data commit, both tagged with the run's `txn`. They
+    /// The run's `quarantine` rows (see
+    /// [`crate::lake::quarantine::quarantine_batch`]): they replace the
+    /// quarantine slice of the (client, source, range) right after the
+    /// data commit, both tagged with the run's `txn`. They
     /// are staged under `_adlake_staged/` first, so a run interrupted
     /// between the two commits is completed by [`crate::reconcile`].
     /// Needs [`Self::with_started_record`].
@@ -812,30 +804,54 @@ impl WriteSliceBuilder {
         let Some(batch) = &self.quarantine else {
             return Ok(());
         };
-        let (from, to) = self.date_range.unwrap_or_default();
         let source = self.run_source.clone().or_else(|| self.source.clone());
-        crate::validate::replace_quarantine_batch(
+        Self::quarantine_of(
             &self.warehouse,
             run_id,
             client,
             source.as_deref().unwrap_or(self.table.name),
-            (from, to),
-            batch.clone(),
+            self.date_range.unwrap_or_default(),
         )
+        .replace_only(vec![batch.clone()])
         .await?;
         crate::pause::point("quarantined").await;
         Ok(())
     }
 
+    /// The write of run `run_id`'s `quarantine` rows: the slice of one
+    /// client, source and requested range.
+    pub(crate) fn quarantine_of(
+        warehouse: &Warehouse,
+        run_id: &str,
+        client_id: &str,
+        source: &str,
+        (from, to): (NaiveDate, NaiveDate),
+    ) -> Self {
+        Self::new(warehouse, &QUARANTINE)
+            .with_client(client_id)
+            .with_source(Some(source))
+            .with_date_range(from, to)
+            .with_run(run_id)
+    }
+
     /// Replaces the slice with `batches` in one Delta transaction without
     /// recording a run (for tables that belong to a run recorded by its
-    /// main write, like `quarantine`); returns the version it produced.
+    /// main write, like `quarantine`); returns the version it produced. A
+    /// commit that loses a race is planned again from the new version.
     pub(crate) async fn replace_only(self, batches: Vec<RecordBatch>) -> Result<u64> {
         let slice = self.slice()?;
         let run = self.single_run(&slice);
-        let input = futures::stream::iter(batches.into_iter().map(|b| (0, Ok(b))));
-        self.write_data(&slice, &[run], input, vec![Arc::new(AtomicU64::new(0))])
-            .await
+        let (this, slice, run) = (&self, &slice, &run);
+        commit_with_retry(self.table.name, DEFAULT_ATTEMPTS, |_| {
+            let input = futures::stream::iter(batches.clone().into_iter().map(|b| (0, Ok(b))));
+            this.write_data(
+                slice,
+                std::slice::from_ref(run),
+                input,
+                vec![Arc::new(AtomicU64::new(0))],
+            )
+        })
+        .await
     }
 
     /// Checks that the builder names exactly the slice the table needs.

@@ -243,7 +243,7 @@ async fn after_an_erasure_no_byte_under_the_warehouse_names_the_client() {
     let day = NaiveDate::from_ymd_opt(2025, 5, 30).unwrap();
     let raw = serde_json::json!({"campaign_name": "quarantined-only-campaign-7731"});
     let reject = crate::connectors::Reject::new("spend: not a number", &raw);
-    crate::validate::replace_quarantine(
+    crate::lake::quarantine::replace_quarantine(
         &warehouse,
         "run-q1",
         gone,
@@ -253,9 +253,16 @@ async fn after_an_erasure_no_byte_under_the_warehouse_names_the_client() {
     )
     .await
     .unwrap();
-    crate::validate::replace_quarantine(&warehouse, "run-q2", gone, "meta_ads", (day, day), &[])
-        .await
-        .unwrap();
+    crate::lake::quarantine::replace_quarantine(
+        &warehouse,
+        "run-q2",
+        gone,
+        "meta_ads",
+        (day, day),
+        &[],
+    )
+    .await
+    .unwrap();
     let mut needles = vec![gone.clone(), "quarantined-only-campaign-7731".to_owned()];
     needles.extend(names_only_of(&warehouse, gone).await);
     assert!(needles.len() > 3, "{needles:?}");

@@ -9,6 +9,7 @@ use datafusion::prelude::SessionContext;
 
 use super::*;
 use crate::demo::{DemoOptions, Progress, run_demo};
+use crate::lake::commit::{is_lost_race, lost_race};
 
 /// A clock `offset_days` after the real one.
 #[derive(Debug)]
@@ -245,16 +246,6 @@ async fn missing_tables_are_skipped() {
             .iter()
             .all(|r| r.version_before.is_none() && r.attempts == 0)
     );
-}
-
-#[test]
-fn only_concurrency_conflicts_count_as_a_lost_race() {
-    assert!(is_lost_race(&DeltaTableError::VersionAlreadyExists(3)));
-    assert!(is_lost_race(&DeltaTableError::Transaction {
-        source: TransactionError::MaxCommitAttempts(15)
-    }));
-    assert!(!is_lost_race(&DeltaTableError::Generic("disk full".into())));
-    assert!(!is_lost_race(&DeltaTableError::NotATable("x".into())));
 }
 
 #[tokio::test]

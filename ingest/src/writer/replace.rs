@@ -52,6 +52,7 @@ use tracing::debug;
 use super::Slice;
 use crate::error::{Error, Result};
 use crate::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
+use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
 
 /// Delta truncates string statistics to this many characters; a value at
 /// least this long cannot be told from its prefix.
@@ -213,9 +214,7 @@ where
     let def = slice.table;
     let delta = |e| Error::delta(def.name, e);
     let started = Instant::now();
-    let snapshot = table.snapshot().map_err(delta)?.clone();
-    let log_store = table.log_store();
-    let store = log_store.object_store(None);
+    let store = table.log_store().object_store(None);
     let settings = FileSettings::of(table).map_err(delta)?;
     let target = settings.target_size();
 
@@ -298,39 +297,100 @@ where
         return Err(err);
     }
 
-    // The slice's existing files.
-    let result: Result<()> = async {
-        let touched = touched_files(table, slice).map_err(delta)?;
-        let files = Rewriter {
-            schema: file_schema(table).map_err(delta)?,
-            settings,
-            target,
+    // The new rows' files are written once. The slice's existing files
+    // and the commit are planned from the latest snapshot at each attempt:
+    // a commit that lost a race (compaction replaced a file it removes)
+    // finds the files that replaced them the next time.
+    let added = &actions;
+    let store = &store;
+    let metadata = &metadata;
+    let txns = &txns;
+    let committed = commit_with_retry(def.name, DEFAULT_ATTEMPTS, |attempt| async move {
+        let mut table = table.clone();
+        if attempt > 1 {
+            table.update_state().await.map_err(delta)?;
+        }
+        let mut actions = added.clone();
+        let planned = plan_existing(&table, slice, store, &mut actions).await;
+        let committed = match planned {
+            Ok(()) => {
+                commit(
+                    &table,
+                    slice,
+                    &actions,
+                    rows_added,
+                    started,
+                    metadata.clone(),
+                    txns.clone(),
+                )
+                .await
+            }
+            Err(err) => Err(err),
         };
-        let now = chrono::Utc::now().timestamp_millis();
-        for file in touched {
-            let mut remove = file.remove.clone();
-            remove.deletion_timestamp = Some(now);
-            match file.fate {
-                Fate::Keep => {}
-                Fate::Remove => actions.push(Action::Remove(remove)),
-                Fate::Rewrite => {
-                    if let Some(kept) =
-                        rewrite(&store, &files, slice, &file).await.map_err(delta)?
-                    {
-                        actions.push(Action::Remove(remove));
-                        actions.extend(kept.into_iter().map(Action::Add));
-                    }
+        if committed.is_err() {
+            // The files rewritten for this attempt; the new rows' files
+            // wait for the next one.
+            delete_added(store, &actions[added.len()..]).await;
+        }
+        committed
+    })
+    .await;
+    if committed.is_err() {
+        delete_added(store, added).await;
+    }
+    committed
+}
+
+/// Adds to `actions` the removes of the files of `slice`'s partitions in
+/// `table`'s snapshot and the adds of the rewritten mixed files.
+async fn plan_existing(
+    table: &DeltaTable,
+    slice: &Slice,
+    store: &Arc<dyn ObjectStore>,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    let def = slice.table;
+    let delta = |e| Error::delta(def.name, e);
+    let settings = FileSettings::of(table).map_err(delta)?;
+    let target = settings.target_size();
+    let touched = touched_files(table, slice).map_err(delta)?;
+    let files = Rewriter {
+        schema: file_schema(table).map_err(delta)?,
+        settings,
+        target,
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    for file in touched {
+        let mut remove = file.remove.clone();
+        remove.deletion_timestamp = Some(now);
+        match file.fate {
+            Fate::Keep => {}
+            Fate::Remove => actions.push(Action::Remove(remove)),
+            Fate::Rewrite => {
+                if let Some(kept) = rewrite(store, &files, slice, &file).await.map_err(delta)? {
+                    actions.push(Action::Remove(remove));
+                    actions.extend(kept.into_iter().map(Action::Add));
                 }
             }
         }
-        Ok(())
     }
-    .await;
-    if let Err(err) = result {
-        delete_added(&store, &actions).await;
-        return Err(err);
-    }
+    Ok(())
+}
 
+/// Commits `actions` to `table` as the `WRITE` (overwrite with the slice's
+/// predicate) delta-rs commits; returns the table at the new version.
+async fn commit(
+    table: &DeltaTable,
+    slice: &Slice,
+    actions: &[Action],
+    rows_added: u64,
+    started: Instant,
+    metadata: Vec<(String, Value)>,
+    txns: Vec<Transaction>,
+) -> Result<DeltaTable> {
+    let def = slice.table;
+    let delta = |e| Error::delta(def.name, e);
+    let snapshot = table.snapshot().map_err(delta)?.clone();
     let count = |add: bool| {
         actions
             .iter()
@@ -367,28 +427,21 @@ where
         ),
         predicate: Some(fmt_expr_to_sql(&slice.predicate()).map_err(delta)?),
     };
-    let committed = CommitBuilder::from(properties)
-        .with_actions(actions.clone())
-        .build(Some(&snapshot), log_store.clone(), operation)
-        .await;
-    match committed {
-        Ok(commit) => {
-            debug!(
-                table = def.name,
-                version = commit.version(),
-                files_added,
-                files_removed,
-                "slice replaced"
-            );
-            let mut table = table.clone();
-            table.state = Some(commit.snapshot());
-            Ok(table)
-        }
-        Err(err) => {
-            delete_added(&store, &actions).await;
-            Err(delta(err))
-        }
-    }
+    let commit = CommitBuilder::from(properties)
+        .with_actions(actions.to_vec())
+        .build(Some(&snapshot), table.log_store(), operation)
+        .await
+        .map_err(delta)?;
+    debug!(
+        table = def.name,
+        version = commit.version(),
+        files_added,
+        files_removed,
+        "slice replaced"
+    );
+    let mut table = table.clone();
+    table.state = Some(commit.snapshot());
+    Ok(table)
 }
 
 /// Encodes the batches of one lane, each the rows of one day with its

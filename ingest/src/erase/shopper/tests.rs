@@ -68,7 +68,7 @@ async fn a_shoppers_orders_are_exported_then_erased_without_a_trace() {
     assert!(wanted >= 2, "no shopper with two orders");
     // A rejected order of theirs, as Shopify sent it (address in capitals).
     let raw = serde_json::json!({"id": 991, "email": email.to_uppercase(), "total_price": "x"});
-    crate::validate::replace_quarantine(
+    crate::lake::quarantine::replace_quarantine(
         &warehouse,
         "run-dsr",
         &client,

@@ -1,0 +1,5 @@
+//! The lake layer: everything that commits to the warehouse's Delta tables.
+
+pub mod commit;
+pub mod layout;
+pub mod quarantine;
