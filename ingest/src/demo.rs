@@ -15,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::synthetic::{Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
+use crate::lake::lineage::Lineage;
+use crate::synthetic::{Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 use crate::warehouse::Warehouse;
 use crate::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
 

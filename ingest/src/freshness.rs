@@ -28,8 +28,8 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
+use crate::dates::epoch_day_to_date;
 use crate::error::{Error, Result};
-use crate::synthetic::epoch_day_to_date;
 use crate::warehouse::Warehouse;
 use crate::writer::{GLOBAL_CLIENT, RunStatus};
 

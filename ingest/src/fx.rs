@@ -46,9 +46,9 @@ use chrono::{Days, NaiveDate};
 use datafusion::prelude::{SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 
+use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
 use crate::http::{Call, Credentials, HttpClient, Target, classify_status};
-use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
 use crate::warehouse::Warehouse;
 use crate::writer::{Trigger, WriteSliceBuilder};
 

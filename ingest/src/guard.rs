@@ -18,8 +18,8 @@ use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 
+use crate::dates::date_to_epoch_day;
 use crate::error::Result;
-use crate::synthetic::date_to_epoch_day;
 use crate::warehouse::Warehouse;
 
 /// Default of `shrink_max_row_drop`: hold a replace that removes more than

@@ -28,8 +28,8 @@ use crate::connectors::{
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::http::{CallCounts, CallStats, HttpClient};
+use crate::lake::lineage::Lineage;
 use crate::lake::quarantine::quarantine_batch;
-use crate::synthetic::Lineage;
 use crate::validate::{Rules, validate};
 use crate::warehouse::Warehouse;
 use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
@@ -868,8 +868,8 @@ fn within_dates(
     };
     let dates = dates.as_primitive::<arrow::datatypes::Date32Type>();
     let (from, to) = (
-        crate::synthetic::date_to_epoch_day(from),
-        crate::synthetic::date_to_epoch_day(to),
+        crate::dates::date_to_epoch_day(from),
+        crate::dates::date_to_epoch_day(to),
     );
     let keep: arrow::array::BooleanArray = (0..dates.len())
         .map(|i| Some(dates.is_valid(i) && (from..=to).contains(&dates.value(i))))

@@ -54,6 +54,7 @@
 pub mod admin;
 pub mod config;
 pub mod connectors;
+mod dates;
 pub mod demo;
 pub mod erase;
 pub mod error;
@@ -80,9 +81,9 @@ pub use adlake_engine::schema;
 
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};
 pub use crate::error::{Error, Result};
+pub use crate::lake::lineage::Lineage;
 pub use crate::synthetic::{
-    AccountProfile, ClientProfile, Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig,
-    Vertical,
+    AccountProfile, ClientProfile, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
 };
 pub use crate::warehouse::Warehouse;
 pub use crate::writer::{

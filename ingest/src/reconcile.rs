@@ -23,8 +23,8 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use tracing::{info, warn};
 
+use crate::dates::epoch_day_to_date;
 use crate::error::Result;
-use crate::synthetic::epoch_day_to_date;
 use crate::warehouse::Warehouse;
 use crate::writer::{RunRecord, RunStatus, Trigger, append_run, run_committed};
 

@@ -50,10 +50,10 @@ use futures::{Stream, StreamExt};
 use serde_json::json;
 use tracing::{error, info};
 
+use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
 use crate::http::CallCounts;
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
-use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
 use crate::warehouse::Warehouse;
 
 pub use crate::lake::layout::{CALL_COLUMNS, DATE_FROM, DATE_TO};

@@ -37,8 +37,9 @@ use arrow::array::{
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
+use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
-use crate::synthetic::{Lineage, date_to_epoch_day};
+use crate::lake::lineage::Lineage;
 
 /// A source of data: the six platforms with a connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

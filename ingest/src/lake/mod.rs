@@ -2,4 +2,5 @@
 
 pub mod commit;
 pub mod layout;
+pub mod lineage;
 pub mod quarantine;

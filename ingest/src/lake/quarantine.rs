@@ -14,8 +14,8 @@ use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMic
 use chrono::{NaiveDate, Utc};
 
 use crate::connectors::Reject;
+use crate::dates::date_to_epoch_day;
 use crate::error::Result;
-use crate::synthetic::date_to_epoch_day;
 use crate::warehouse::Warehouse;
 use crate::writer::WriteSliceBuilder;
 

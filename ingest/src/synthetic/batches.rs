@@ -14,7 +14,8 @@ use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone};
 use super::model::{ClientModel, IdLevel, Market, ad_templates, render_id};
 use super::names::{EMAIL_DOMAINS, FIRST_NAMES, HOOKS, LAST_NAMES, slugify, themes};
 use super::noise::Noise;
-use super::{Inner, Lineage, Platform, Synthetic, Vertical};
+use super::{Inner, Platform, Synthetic, Vertical};
+use crate::lake::lineage::Lineage;
 use crate::pii::customer_key;
 
 /// One cent at the `Decimal128(18, 6)` money scale.

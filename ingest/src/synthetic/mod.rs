@@ -39,14 +39,16 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use self::batches::{AdPerformanceBatches, FxRateBatches, OrderBatches, WebSessionBatches};
 use self::model::ClientModel;
 use self::noise::Noise;
+use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
+use crate::lake::lineage::Lineage;
 
 pub use self::names::slugify;
 
@@ -100,28 +102,6 @@ impl SyntheticConfig {
         self.end_date
             .checked_sub_days(Days::new(u64::from(self.days.saturating_sub(1))))
             .ok_or(Error::DateOutOfRange(self.end_date))
-    }
-}
-
-/// The lineage columns every generated fact row carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lineage {
-    /// `_source`: connector and version, e.g. [`SYNTHETIC_SOURCE`].
-    pub source: String,
-    /// `_run_id`: the ingest run writing the rows.
-    pub run_id: String,
-    /// `_ingested_at`: when the run started (UTC).
-    pub ingested_at: DateTime<Utc>,
-}
-
-impl Lineage {
-    /// Lineage of a run starting now.
-    pub fn new(source: impl Into<String>, run_id: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            run_id: run_id.into(),
-            ingested_at: Utc::now(),
-        }
     }
 }
 
@@ -510,23 +490,6 @@ impl Synthetic {
     /// directions), every day of the window.
     pub fn fx_rates(&self) -> impl Iterator<Item = RecordBatch> + Send + use<> {
         FxRateBatches::new(self.clone())
-    }
-}
-
-/// The `Date32` value of a date.
-pub(crate) fn date_to_epoch_day(date: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    // Dates come from a validated window well inside ±5.8 million years.
-    i32::try_from(date.signed_duration_since(epoch).num_days()).expect("date fits Date32")
-}
-
-/// The date of a `Date32` value.
-pub(crate) fn epoch_day_to_date(day: i32) -> Option<NaiveDate> {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    if day >= 0 {
-        epoch.checked_add_days(Days::new(day as u64))
-    } else {
-        epoch.checked_sub_days(Days::new(u64::from(day.unsigned_abs())))
     }
 }
 

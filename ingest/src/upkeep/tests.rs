@@ -250,7 +250,8 @@ async fn missing_tables_are_skipped() {
 
 #[tokio::test]
 async fn compaction_racing_with_slice_writes_loses_no_row() {
-    use crate::synthetic::{Lineage, Synthetic};
+    use crate::lake::lineage::Lineage;
+    use crate::synthetic::Synthetic;
     use crate::writer::{Trigger, WriteSliceBuilder};
 
     let dir = tempfile::tempdir().unwrap();
@@ -434,7 +435,8 @@ async fn a_large_table_is_compacted_in_bounded_commits() {
 
 #[tokio::test]
 async fn a_slice_write_that_read_files_compaction_replaced_loses_the_race() {
-    use crate::synthetic::{Lineage, Synthetic};
+    use crate::lake::lineage::Lineage;
+    use crate::synthetic::Synthetic;
 
     let dir = tempfile::tempdir().unwrap();
     let warehouse = demo_warehouse(dir.path()).await;
