@@ -14,9 +14,10 @@ use deltalake::checkpoints::create_checkpoint;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
+use crate::connectors::Platform;
 use crate::error::{Error, Result};
 use crate::lake::lineage::Lineage;
-use crate::synthetic::{Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
+use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 use crate::warehouse::Warehouse;
 use crate::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
 

@@ -79,11 +79,12 @@ pub mod writer;
 
 pub use adlake_engine::schema;
 
+pub use crate::connectors::Platform;
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};
 pub use crate::error::{Error, Result};
 pub use crate::lake::lineage::Lineage;
 pub use crate::synthetic::{
-    AccountProfile, ClientProfile, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
+    AccountProfile, ClientProfile, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
 };
 pub use crate::warehouse::Warehouse;
 pub use crate::writer::{

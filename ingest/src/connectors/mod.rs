@@ -21,6 +21,7 @@ pub mod ga4;
 pub mod google_ads;
 pub mod linkedin;
 pub mod meta;
+mod platform;
 pub mod shopify;
 pub mod tiktok;
 
@@ -40,6 +41,8 @@ use serde_json::Value;
 use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
 use crate::lake::lineage::Lineage;
+
+pub use self::platform::Platform;
 
 /// A source of data: the six platforms with a connector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -69,16 +72,24 @@ impl SourceKind {
         Self::Shopify,
     ];
 
+    /// The ad platform of an ad source (`None` for GA4 and Shopify).
+    pub const fn platform(self) -> Option<Platform> {
+        match self {
+            Self::GoogleAds => Some(Platform::GoogleAds),
+            Self::MetaAds => Some(Platform::MetaAds),
+            Self::TiktokAds => Some(Platform::TiktokAds),
+            Self::LinkedinAds => Some(Platform::LinkedinAds),
+            Self::Ga4 | Self::Shopify => None,
+        }
+    }
+
     /// The name used in configuration, on the command line and in
     /// `ingest_runs.source` (the `platform` value for ad platforms).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GoogleAds => "google_ads",
-            Self::MetaAds => "meta_ads",
-            Self::TiktokAds => "tiktok_ads",
-            Self::LinkedinAds => "linkedin_ads",
-            Self::Ga4 => "ga4",
-            Self::Shopify => "shopify",
+        match (self.platform(), self) {
+            (Some(platform), _) => platform.as_str(),
+            (None, Self::Ga4) => "ga4",
+            (None, _) => "shopify",
         }
     }
 
@@ -93,10 +104,7 @@ impl SourceKind {
 
     /// The value of the table's source column (`platform`), if it has one.
     pub fn source_value(self) -> Option<&'static str> {
-        match self {
-            Self::Ga4 | Self::Shopify => None,
-            other => Some(other.as_str()),
-        }
+        self.platform().map(Platform::as_str)
     }
 
     /// The `_source` lineage value: connector and API version.

@@ -14,7 +14,8 @@ use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone};
 use super::model::{ClientModel, IdLevel, Market, ad_templates, render_id};
 use super::names::{EMAIL_DOMAINS, FIRST_NAMES, HOOKS, LAST_NAMES, slugify, themes};
 use super::noise::Noise;
-use super::{Inner, Platform, Synthetic, Vertical};
+use super::{Inner, Synthetic, Vertical};
+use crate::connectors::Platform;
 use crate::lake::lineage::Lineage;
 use crate::pii::customer_key;
 

@@ -11,8 +11,9 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::*;
+use crate::connectors::Platform;
 use crate::lake::lineage::Lineage;
-use crate::synthetic::{Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
+use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 
 fn day(d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 1, d).unwrap()
