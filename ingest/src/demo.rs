@@ -17,9 +17,9 @@ use tracing::info;
 use crate::connectors::Platform;
 use crate::error::{Error, Result};
 use crate::lake::lineage::Lineage;
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
 use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
-use crate::warehouse::Warehouse;
-use crate::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
 
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);

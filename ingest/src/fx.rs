@@ -49,8 +49,8 @@ use datafusion::scalar::ScalarValue;
 use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
 use crate::http::{Call, Credentials, HttpClient, Target, classify_status};
-use crate::warehouse::Warehouse;
-use crate::writer::{Trigger, WriteSliceBuilder};
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{Trigger, WriteSliceBuilder};
 
 /// The ECB Data Portal's API.
 pub const ECB_ENDPOINT: &str = "https://data-api.ecb.europa.eu";

@@ -20,7 +20,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::dates::date_to_epoch_day;
 use crate::error::Result;
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// Default of `shrink_max_row_drop`: hold a replace that removes more than
 /// half of the slice's rows.

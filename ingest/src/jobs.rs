@@ -30,9 +30,9 @@ use crate::guard;
 use crate::http::{CallCounts, CallStats, HttpClient};
 use crate::lake::lineage::Lineage;
 use crate::lake::quarantine::quarantine_batch;
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 use crate::validate::{Rules, validate};
-use crate::warehouse::Warehouse;
-use crate::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 
 /// One job: a client's source over a date range.
 #[derive(Debug, Clone)]
@@ -430,7 +430,7 @@ impl Ingestor {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        match crate::reconcile::reconcile_slice(
+        match crate::lake::reconcile::reconcile_slice(
             &self.warehouse,
             &job.client.id,
             kind.as_str(),
@@ -529,9 +529,15 @@ impl Ingestor {
                 // never staged rows no run explains.
                 append_run(&self.warehouse, &record).await?;
                 crate::live::count_held_run(&job.client.id, kind.as_str());
-                crate::staged::put_data(&self.warehouse, &job.client.id, run_id, &batch).await?;
-                crate::staged::put_quarantine(&self.warehouse, &job.client.id, run_id, &quarantine)
+                crate::lake::staged::put_data(&self.warehouse, &job.client.id, run_id, &batch)
                     .await?;
+                crate::lake::staged::put_quarantine(
+                    &self.warehouse,
+                    &job.client.id,
+                    run_id,
+                    &quarantine,
+                )
+                .await?;
                 crate::pause::point("held-staged").await;
                 warn!(
                     client = %job.client.id, source = %kind, from = %job.from, to = %job.to,
@@ -567,7 +573,7 @@ impl Ingestor {
         if let Some(held) = agreed {
             info!(client = %job.client.id, source = %kind, held_run = %held, %run_id,
                 "this run's data agrees with a held run's: the shrink is applied");
-            crate::staged::remove(&self.warehouse, &job.client.id, &held).await;
+            crate::lake::staged::remove(&self.warehouse, &job.client.id, &held).await;
         }
         info!(
             client = %job.client.id, source = %kind, from = %job.from, to = %job.to,
@@ -587,8 +593,9 @@ impl Ingestor {
     /// fetch that agrees with the first, so the shrink is real.
     async fn agreeing_held_run(&self, job: &Job, after: guard::Totals) -> Result<Option<String>> {
         let source = job.source.kind.as_str();
-        let latest =
-            crate::reconcile::latest_runs(crate::reconcile::run_rows(&self.warehouse).await?);
+        let latest = crate::lake::reconcile::latest_runs(
+            crate::lake::reconcile::run_rows(&self.warehouse).await?,
+        );
         let last_success = latest
             .values()
             .filter(|r| {
@@ -611,7 +618,7 @@ impl Ingestor {
         let table = job.source.kind.table();
         for run in held {
             let Some(staged) =
-                crate::staged::data(&self.warehouse, &job.client.id, &run.run_id).await?
+                crate::lake::staged::data(&self.warehouse, &job.client.id, &run.run_id).await?
             else {
                 continue;
             };
@@ -629,8 +636,9 @@ impl Ingestor {
     /// The run keeps its id: its rows carry it, and `ingest_runs` gets its
     /// `started` and `succeeded` rows after the `held` one.
     pub async fn confirm_shrink(&self, run_id: &str) -> Result<JobReport> {
-        let latest =
-            crate::reconcile::latest_runs(crate::reconcile::run_rows(&self.warehouse).await?);
+        let latest = crate::lake::reconcile::latest_runs(
+            crate::lake::reconcile::run_rows(&self.warehouse).await?,
+        );
         let run = latest
             .get(run_id)
             .ok_or_else(|| Error::Usage(format!("no run '{run_id}' in ingest_runs")))?;
@@ -658,16 +666,16 @@ impl Ingestor {
             )));
         }
         let kind: SourceKind = run.source.parse()?;
-        let data = crate::staged::data(&self.warehouse, &run.client_id, run_id)
+        let data = crate::lake::staged::data(&self.warehouse, &run.client_id, run_id)
             .await?
             .ok_or_else(|| {
                 Error::Usage(format!(
                     "the held rows of run '{run_id}' are no longer staged under {}/; run the job again",
-                    crate::staged::STAGED_PREFIX
+                    crate::lake::staged::STAGED_PREFIX
                 ))
             })?;
         let quarantine =
-            match crate::staged::quarantine(&self.warehouse, &run.client_id, run_id).await? {
+            match crate::lake::staged::quarantine(&self.warehouse, &run.client_id, run_id).await? {
                 Some(q) => q,
                 None => quarantine_batch(
                     run_id,
@@ -677,7 +685,7 @@ impl Ingestor {
                     &[],
                 )?,
             };
-        let trigger = crate::reconcile::parse_trigger(&run.trigger);
+        let trigger = crate::lake::reconcile::parse_trigger(&run.trigger);
         let written = WriteSliceBuilder::new(&self.warehouse, kind.table())
             .with_client(run.client_id.clone())
             .with_source(kind.source_value())

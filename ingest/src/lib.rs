@@ -56,9 +56,7 @@ pub mod config;
 pub mod connectors;
 mod dates;
 pub mod demo;
-pub mod erase;
 pub mod error;
-mod files;
 pub mod freshness;
 pub mod fx;
 pub mod guard;
@@ -69,25 +67,24 @@ pub mod lineage;
 pub mod live;
 pub mod pause;
 pub mod pii;
-pub mod reconcile;
-pub mod staged;
 pub mod synthetic;
-pub mod upkeep;
 pub mod validate;
-pub mod warehouse;
-pub mod writer;
 
 pub use adlake_engine::schema;
+
+// The modules under their paths from before the layers, which callers
+// (and `freshness`) still use.
+pub use crate::lake::{erase, reconcile, staged, upkeep, warehouse, writer};
 
 pub use crate::connectors::Platform;
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};
 pub use crate::error::{Error, Result};
 pub use crate::lake::lineage::Lineage;
-pub use crate::synthetic::{
-    AccountProfile, ClientProfile, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
-};
-pub use crate::warehouse::Warehouse;
-pub use crate::writer::{
+pub use crate::lake::warehouse::Warehouse;
+pub use crate::lake::writer::{
     DEFAULT_WRITE_BUFFER, GLOBAL_CLIENT, RUN_ID_METADATA_KEY, RunRecord, RunStatus, SliceWrite,
     SourceBatches, Trigger, WriteSliceBuilder, append_run, append_runs,
+};
+pub use crate::synthetic::{
+    AccountProfile, ClientProfile, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
 };

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// Which rows to trace.
 #[derive(Debug, Clone)]

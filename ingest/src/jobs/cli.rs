@@ -12,7 +12,7 @@ use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
 use crate::fx;
 use crate::http::{HttpClient, HttpConfig};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// What every job command needs.
 #[derive(Debug, clap::Args)]
@@ -325,7 +325,7 @@ pub async fn fx(args: FxArgs) -> Result<()> {
             &fx_config,
             from,
             until,
-            crate::writer::Trigger::Backfill,
+            crate::lake::writer::Trigger::Backfill,
         )
         .await?;
         summarize_fx(&report);
@@ -355,7 +355,7 @@ pub(crate) async fn scheduled_fx(
             fx_config,
             from,
             to,
-            crate::writer::Trigger::Schedule,
+            crate::lake::writer::Trigger::Schedule,
         )
         .await,
     )

@@ -5,7 +5,7 @@
 //! opens it for writing ([`Warehouse::open_or_create`]), not on every
 //! write.
 //!
-//! [`Warehouse::open_or_create`]: crate::warehouse::Warehouse::open_or_create
+//! [`Warehouse::open_or_create`]: crate::lake::warehouse::Warehouse::open_or_create
 
 use adlake_engine::schema::{INGEST_RUNS, QUARANTINE, TableDef};
 use deltalake::kernel::DataType as DeltaDataType;

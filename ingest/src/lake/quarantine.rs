@@ -16,8 +16,8 @@ use chrono::{NaiveDate, Utc};
 use crate::connectors::Reject;
 use crate::dates::date_to_epoch_day;
 use crate::error::Result;
-use crate::warehouse::Warehouse;
-use crate::writer::WriteSliceBuilder;
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::WriteSliceBuilder;
 
 /// Replaces the quarantine rows of one (client, source, requested range)
 /// with `rejects` of run `run_id`, in one Delta transaction: rows of

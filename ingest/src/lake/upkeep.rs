@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 mod compact;
 use compact::{CompactOptions, Compacted};

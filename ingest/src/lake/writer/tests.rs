@@ -726,7 +726,7 @@ async fn a_slice_of_compacted_partitions_keeps_the_other_platforms() {
         ],
     )
     .await;
-    crate::upkeep::MaintainBuilder::new(&wh)
+    crate::lake::upkeep::MaintainBuilder::new(&wh)
         .with_tables(vec![&AD_PERFORMANCE])
         .execute()
         .await
@@ -1099,7 +1099,7 @@ async fn several_sources_are_written_in_one_commit_with_a_run_each() {
     // After compaction every file of client a holds several platforms; a
     // write of google_ads and meta_ads over all days rewrites them and
     // keeps the tiktok_ads rows.
-    crate::upkeep::MaintainBuilder::new(&wh)
+    crate::lake::upkeep::MaintainBuilder::new(&wh)
         .with_tables(vec![&AD_PERFORMANCE])
         .execute()
         .await

@@ -44,7 +44,7 @@ pub mod shopper;
 
 use crate::error::{Error, Result};
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// Folder (under the warehouse root) of the erasure audit entries.
 pub const AUDIT_PREFIX: &str = "_adlake_audit";
@@ -146,7 +146,7 @@ impl<'a> EraseBuilder<'a> {
             erased.push(self.erase_table(def, &client, rows).await?);
         }
         // Rows of held or unfinished runs staged for the client.
-        crate::staged::remove_client(self.warehouse, &client).await?;
+        crate::lake::staged::remove_client(self.warehouse, &client).await?;
         let finished = Utc::now();
         let client_sha256 = client_sha256(&client);
         let audit_path = format!(

@@ -25,8 +25,8 @@ use tracing::{info, warn};
 
 use crate::dates::epoch_day_to_date;
 use crate::error::Result;
-use crate::warehouse::Warehouse;
-use crate::writer::{RunRecord, RunStatus, Trigger, append_run, run_committed};
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{RunRecord, RunStatus, Trigger, append_run, run_committed};
 
 /// One row of `ingest_runs`, as far as reconciling cares.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +235,7 @@ async fn reconcile_run(warehouse: &Warehouse, run: &RunRow, was_held: bool) -> R
         };
         if !quarantined
             && let Some(batch) =
-                crate::staged::quarantine(warehouse, &run.client_id, &run.run_id).await?
+                crate::lake::staged::quarantine(warehouse, &run.client_id, &run.run_id).await?
         {
             crate::lake::quarantine::replace_quarantine_batch(
                 warehouse,
@@ -267,7 +267,7 @@ async fn reconcile_run(warehouse: &Warehouse, run: &RunRow, was_held: bool) -> R
     }
     append_run(warehouse, &record).await?;
     if record.status != RunStatus::Held {
-        crate::staged::remove(warehouse, &run.client_id, &run.run_id).await;
+        crate::lake::staged::remove(warehouse, &run.client_id, &run.run_id).await;
     }
     info!(run_id = %run.run_id, status = record.status.as_str(), "reconciled an unfinished run");
     Ok(record.status)

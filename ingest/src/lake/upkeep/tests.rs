@@ -251,8 +251,8 @@ async fn missing_tables_are_skipped() {
 #[tokio::test]
 async fn compaction_racing_with_slice_writes_loses_no_row() {
     use crate::lake::lineage::Lineage;
+    use crate::lake::writer::{Trigger, WriteSliceBuilder};
     use crate::synthetic::Synthetic;
-    use crate::writer::{Trigger, WriteSliceBuilder};
 
     let dir = tempfile::tempdir().unwrap();
     let warehouse = demo_warehouse(dir.path()).await;

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use super::{AUDIT_PREFIX, TableErasure, purge, write_entry};
 use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// One shopper of one client.
 #[derive(Debug, Clone)]

@@ -51,8 +51,8 @@ use tracing::debug;
 
 use super::Slice;
 use crate::error::{Error, Result};
-use crate::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
+use crate::lake::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
 
 /// Delta truncates string statistics to this many characters; a value at
 /// least this long cannot be told from its prefix.

@@ -34,7 +34,7 @@ use object_store::path::Path;
 use serde_json::json;
 use tracing::{debug, info};
 
-use crate::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
+use crate::lake::files::{FileSettings, conform, delete_added, file_schema, read_data_file};
 
 /// How one table is compacted.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 use crate::demo::{DemoOptions, Progress, run_demo};
+use crate::lake::upkeep::MaintainBuilder;
 use crate::synthetic::{Synthetic, SyntheticConfig};
-use crate::upkeep::MaintainBuilder;
 
 fn config() -> SyntheticConfig {
     SyntheticConfig {

@@ -54,7 +54,7 @@ use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
 use crate::http::CallCounts;
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 pub use crate::lake::layout::{CALL_COLUMNS, DATE_FROM, DATE_TO};
 
@@ -120,7 +120,7 @@ impl fmt::Display for Trigger {
 /// confirmed later gets a third row, `succeeded`. The run's state is its
 /// finish row with the latest `finished_at`; a run with only its `started`
 /// row is running or was interrupted, until the next run of its slice
-/// reconciles it (see [`crate::reconcile`]).
+/// reconciles it (see [`crate::lake::reconcile`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     /// Recorded before the data commit; not finished (yet).
@@ -451,7 +451,7 @@ impl WriteSliceBuilder {
     /// quarantine slice of the (client, source, range) right after the
     /// data commit, both tagged with the run's `txn`. They
     /// are staged under `_adlake_staged/` first, so a run interrupted
-    /// between the two commits is completed by [`crate::reconcile`].
+    /// between the two commits is completed by [`crate::lake::reconcile`].
     /// Needs [`Self::with_started_record`].
     pub(crate) fn with_quarantine(mut self, batch: RecordBatch) -> Self {
         self.quarantine = Some(batch);
@@ -702,8 +702,13 @@ impl WriteSliceBuilder {
             append_runs(&self.warehouse, &records).await?;
             crate::pause::point("started").await;
             if let Some(batch) = &self.quarantine {
-                crate::staged::put_quarantine(&self.warehouse, &staged_client, run_ids[0], batch)
-                    .await?;
+                crate::lake::staged::put_quarantine(
+                    &self.warehouse,
+                    &staged_client,
+                    run_ids[0],
+                    batch,
+                )
+                .await?;
                 crate::pause::point("staged").await;
             }
         }
@@ -746,7 +751,7 @@ impl WriteSliceBuilder {
                 if self.record_start {
                     // Before the finish row: a finished run leaves nothing
                     // staged, and one killed here has its quarantine in.
-                    crate::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
+                    crate::lake::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
                     crate::pause::point("unstaged").await;
                 }
                 let runs_version = append_runs(&self.warehouse, &records).await?;
@@ -791,7 +796,7 @@ impl WriteSliceBuilder {
                     );
                 }
                 if self.record_start {
-                    crate::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
+                    crate::lake::staged::remove(&self.warehouse, &staged_client, run_ids[0]).await;
                 }
                 Err(err)
             }

@@ -3,7 +3,7 @@
 //!
 //! A job stages its quarantine rows before its data commit, so a process
 //! killed between the data and the quarantine commit is completed by the
-//! next run ([`crate::reconcile`]); a run the shrink guard held stages its
+//! next run ([`crate::lake::reconcile`]); a run the shrink guard held stages its
 //! data rows too, so `--confirm-shrink RUN_ID` applies them without
 //! fetching again. A finished run's folder is removed; erasing a client
 //! removes its folder.
@@ -17,7 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// Folder of the staged rows under the warehouse root.
 pub const STAGED_PREFIX: &str = "_adlake_staged";

@@ -96,7 +96,7 @@ async fn a_shoppers_orders_are_exported_then_erased_without_a_trace() {
             .all(|o| o["customer_key"] == exported.customer_key.as_str())
     );
     assert_eq!(exported.quarantined.len(), 1);
-    let orders_before = crate::erase::count_client_rows(&warehouse, &ORDERS, &client)
+    let orders_before = crate::lake::erase::count_client_rows(&warehouse, &ORDERS, &client)
         .await
         .unwrap();
     assert!(everything_under(dir.path()).contains(&exported.customer_key));
@@ -108,7 +108,7 @@ async fn a_shoppers_orders_are_exported_then_erased_without_a_trace() {
     assert_eq!(audit.tables[1].rows_deleted, 1);
     // Only the shopper's orders went.
     assert_eq!(
-        crate::erase::count_client_rows(&warehouse, &ORDERS, &client)
+        crate::lake::erase::count_client_rows(&warehouse, &ORDERS, &client)
             .await
             .unwrap(),
         orders_before - wanted as u64
