@@ -59,22 +59,21 @@ pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod fx;
-pub mod guard;
 pub mod http;
-pub mod jobs;
 pub mod lake;
 pub mod lineage;
 pub mod live;
 pub mod pause;
 pub mod pii;
+pub mod pipeline;
 pub mod synthetic;
-pub mod validate;
 
 pub use adlake_engine::schema;
 
 // The modules under their paths from before the layers, which callers
 // (and `freshness`) still use.
 pub use crate::lake::{erase, reconcile, staged, upkeep, warehouse, writer};
+pub use crate::pipeline::{guard, jobs, validate};
 
 pub use crate::connectors::Platform;
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};

@@ -450,7 +450,7 @@ async fn rows_outside_the_slice_are_rejected_and_nothing_is_committed() {
 }
 
 /// The writer does what it is told: an empty replace empties the slice.
-/// Whether a job may ask that is the shrink guard's call (`crate::guard`,
+/// Whether a job may ask that is the shrink guard's call (`crate::pipeline::guard`,
 /// held in `tests/platforms/shrink.rs`; issue 19 defect 1).
 #[tokio::test]
 async fn the_writer_empties_a_slice_when_told_to() {

@@ -1,7 +1,7 @@
 //! The shrink guard: a replace that would remove most of a slice's rows or
 //! spend, or that writes nothing because every record was quarantined, is
 //! *held* instead of applied (the old rows stay; see
-//! [`crate::jobs::Ingestor`]).
+//! [`crate::pipeline::jobs::Ingestor`]).
 //!
 //! Zero rows is not always wrong: a slice that was already empty, or an
 //! account the platform reports inactive (Meta's `account_status`, asked
