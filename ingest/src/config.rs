@@ -40,10 +40,10 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::connectors::{DEFAULT_CANONICAL_ACTION, SourceKind};
 use crate::fx::FxConfig;
-use crate::http::Credentials;
 use crate::pipeline::validate::is_known_currency;
+use crate::sources::connectors::{DEFAULT_CANONICAL_ACTION, SourceKind};
+use crate::sources::http::Credentials;
 
 /// A configuration error, with the file and line it is about.
 #[derive(Debug, Clone, thiserror::Error)]

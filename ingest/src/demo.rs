@@ -14,11 +14,11 @@ use deltalake::checkpoints::create_checkpoint;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
-use crate::connectors::Platform;
 use crate::error::{Error, Result};
 use crate::lake::lineage::Lineage;
 use crate::lake::warehouse::Warehouse;
 use crate::lake::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
+use crate::sources::connectors::Platform;
 use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 
 /// How often progress is logged when stderr is not a terminal.

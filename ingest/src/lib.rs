@@ -53,19 +53,18 @@
 
 pub mod admin;
 pub mod config;
-pub mod connectors;
 mod dates;
 pub mod demo;
 pub mod error;
 pub mod freshness;
 pub mod fx;
-pub mod http;
 pub mod lake;
 pub mod lineage;
 pub mod live;
 pub mod pause;
 pub mod pii;
 pub mod pipeline;
+pub mod sources;
 pub mod synthetic;
 
 pub use adlake_engine::schema;
@@ -74,8 +73,8 @@ pub use adlake_engine::schema;
 // (and `freshness`) still use.
 pub use crate::lake::{erase, reconcile, staged, upkeep, warehouse, writer};
 pub use crate::pipeline::{guard, jobs, validate};
+pub use crate::sources::{connectors, http};
 
-pub use crate::connectors::Platform;
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};
 pub use crate::error::{Error, Result};
 pub use crate::lake::lineage::Lineage;
@@ -84,6 +83,7 @@ pub use crate::lake::writer::{
     DEFAULT_WRITE_BUFFER, GLOBAL_CLIENT, RUN_ID_METADATA_KEY, RunRecord, RunStatus, SliceWrite,
     SourceBatches, Trigger, WriteSliceBuilder, append_run, append_runs,
 };
+pub use crate::sources::connectors::Platform;
 pub use crate::synthetic::{
     AccountProfile, ClientProfile, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
 };

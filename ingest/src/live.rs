@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
-use crate::http::HttpClient;
+use crate::sources::http::HttpClient;
 
 /// Every family the worker's `/metrics` exports (full names).
 pub const EXPORTED: &[&str] = &[

@@ -16,7 +16,7 @@ pub const DATE_FROM: &str = "date_from";
 pub const DATE_TO: &str = "date_to";
 
 /// The `ingest_runs` columns of the run's platform calls
-/// ([`CallCounts`](crate::http::CallCounts)), in schema order, with their
+/// ([`CallCounts`](crate::sources::http::CallCounts)), in schema order, with their
 /// Delta types.
 pub static CALL_COLUMNS: [(&str, DeltaDataType); 5] = [
     ("api_calls", DeltaDataType::LONG),

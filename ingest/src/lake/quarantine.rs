@@ -13,11 +13,11 @@ use adlake_engine::schema::QUARANTINE;
 use arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use chrono::{NaiveDate, Utc};
 
-use crate::connectors::Reject;
 use crate::dates::date_to_epoch_day;
 use crate::error::Result;
 use crate::lake::warehouse::Warehouse;
 use crate::lake::writer::WriteSliceBuilder;
+use crate::sources::connectors::Reject;
 
 /// Replaces the quarantine rows of one (client, source, requested range)
 /// with `rejects` of run `run_id`, in one Delta transaction: rows of

@@ -52,9 +52,9 @@ use tracing::{error, info};
 
 use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
-use crate::http::CallCounts;
 use crate::lake::commit::{DEFAULT_ATTEMPTS, commit_with_retry};
 use crate::lake::warehouse::Warehouse;
+use crate::sources::http::CallCounts;
 
 pub use crate::lake::layout::{CALL_COLUMNS, DATE_FROM, DATE_TO};
 

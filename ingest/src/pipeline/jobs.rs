@@ -23,17 +23,17 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::{ClientConfig, Config, Secrets, SourceConfig};
-use crate::connectors::{
-    self, FetchContext, ParseContext, Parsed, Record, SourceKind, merge_ad_rows, records_to_batch,
-};
 use crate::error::{Error, Result};
-use crate::http::{CallCounts, CallStats, HttpClient};
 use crate::lake::lineage::Lineage;
 use crate::lake::quarantine::quarantine_batch;
 use crate::lake::warehouse::Warehouse;
 use crate::lake::writer::{RunRecord, RunStatus, Trigger, WriteSliceBuilder, append_run};
 use crate::pipeline::guard;
 use crate::pipeline::validate::{Rules, validate};
+use crate::sources::connectors::{
+    self, FetchContext, ParseContext, Parsed, Record, SourceKind, merge_ad_rows, records_to_batch,
+};
+use crate::sources::http::{CallCounts, CallStats, HttpClient};
 
 pub use crate::pipeline::schedule::{Job, backfill_jobs, client_yesterday, due_jobs, worker_due};
 

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Days, NaiveDate, NaiveTime, Utc};
 
 use crate::config::{ClientConfig, Config, SourceConfig};
-use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
 use crate::lake::writer::Trigger;
+use crate::sources::connectors::SourceKind;
 
 /// One job: a client's source over a date range.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@
 
 use chrono::NaiveDate;
 
-use crate::connectors::{Record, Reject};
 use crate::error::Result;
+use crate::sources::connectors::{Record, Reject};
 
 /// Active ISO 4217 currency codes.
 pub const ISO_4217: [&str; 153] = [
@@ -146,7 +146,7 @@ mod tests {
 
     use chrono::Utc;
 
-    use crate::connectors::{AdRow, OrderRow, SessionRow, Utm};
+    use crate::sources::connectors::{AdRow, OrderRow, SessionRow, Utm};
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2025, 6, d).unwrap()

@@ -15,9 +15,9 @@ use super::model::{ClientModel, IdLevel, Market, ad_templates, render_id};
 use super::names::{EMAIL_DOMAINS, FIRST_NAMES, HOOKS, LAST_NAMES, slugify, themes};
 use super::noise::Noise;
 use super::{Inner, Synthetic, Vertical};
-use crate::connectors::Platform;
 use crate::lake::lineage::Lineage;
 use crate::pii::customer_key;
+use crate::sources::connectors::Platform;
 
 /// One cent at the `Decimal128(18, 6)` money scale.
 const CENT: i128 = 10_000;

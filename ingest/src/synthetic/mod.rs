@@ -45,10 +45,10 @@ use sha2::{Digest, Sha256};
 use self::batches::{AdPerformanceBatches, FxRateBatches, OrderBatches, WebSessionBatches};
 use self::model::ClientModel;
 use self::noise::Noise;
-use crate::connectors::Platform;
 use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
 use crate::lake::lineage::Lineage;
+use crate::sources::connectors::Platform;
 
 pub use self::names::slugify;
 

@@ -26,9 +26,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{AUDIT_PREFIX, TableErasure, purge, write_entry};
-use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
 use crate::lake::warehouse::Warehouse;
+use crate::sources::connectors::SourceKind;
 
 /// One shopper of one client.
 #[derive(Debug, Clone)]

@@ -242,7 +242,7 @@ async fn after_an_erasure_no_byte_under_the_warehouse_names_the_client() {
     // it is current, but the log's commits still name the raw record.
     let day = NaiveDate::from_ymd_opt(2025, 5, 30).unwrap();
     let raw = serde_json::json!({"campaign_name": "quarantined-only-campaign-7731"});
-    let reject = crate::connectors::Reject::new("spend: not a number", &raw);
+    let reject = crate::sources::connectors::Reject::new("spend: not a number", &raw);
     crate::lake::quarantine::replace_quarantine(
         &warehouse,
         "run-q1",

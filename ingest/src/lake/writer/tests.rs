@@ -11,8 +11,8 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::*;
-use crate::connectors::Platform;
 use crate::lake::lineage::Lineage;
+use crate::sources::connectors::Platform;
 use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 
 fn day(d: u32) -> NaiveDate {

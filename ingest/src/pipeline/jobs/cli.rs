@@ -8,11 +8,11 @@ use chrono::{NaiveDate, NaiveTime, Utc};
 
 use super::{Ingestor, JobReport, backfill_jobs, due_jobs};
 use crate::config::{Config, Secrets};
-use crate::connectors::SourceKind;
 use crate::error::{Error, Result};
 use crate::fx;
-use crate::http::{HttpClient, HttpConfig};
 use crate::lake::warehouse::Warehouse;
+use crate::sources::connectors::SourceKind;
+use crate::sources::http::{HttpClient, HttpConfig};
 
 /// What every job command needs.
 #[derive(Debug, clap::Args)]

@@ -3,8 +3,8 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::*;
-use crate::connectors::Reject;
 use crate::demo::{DemoOptions, Progress, run_demo};
+use crate::sources::connectors::Reject;
 use crate::synthetic::{Synthetic, SyntheticConfig, batches_customer_email};
 
 fn config() -> SyntheticConfig {

@@ -12,7 +12,7 @@ use super::{
     AdRow, FetchContext, Fetched, ParseContext, Parsed, Record, Reject, SourceKind, Utm, at,
     count_field, float_field, json_body, opt_text, or_zero, text_field,
 };
-use crate::http::{Call, Reply, SourceError, Verdict, classify_status, proto_duration};
+use crate::sources::http::{Call, Reply, SourceError, Verdict, classify_status, proto_duration};
 
 /// The API version in the URL.
 pub const API_VERSION: &str = "v21";

@@ -15,7 +15,7 @@ use super::{
     AdRow, FetchContext, Fetched, ParseContext, Parsed, Record, Reject, SourceKind, Utm, at,
     count_field, float_field, json_body, money_field, opt_text, or_zero, text_field,
 };
-use crate::http::{Call, Reply, SourceError, Verdict, classify_status, url_encode};
+use crate::sources::http::{Call, Reply, SourceError, Verdict, classify_status, url_encode};
 
 /// The Graph API version in the URL.
 pub const API_VERSION: &str = "v21.0";
@@ -73,7 +73,8 @@ fn classify(reply: &Reply) -> Verdict {
     if is_throttle_code(code) {
         return Verdict::Retry {
             rate_limited: true,
-            after: usage_pause(&reply.headers).or_else(|| crate::http::retry_after(&reply.headers)),
+            after: usage_pause(&reply.headers)
+                .or_else(|| crate::sources::http::retry_after(&reply.headers)),
             reason: message,
         };
     }
@@ -256,7 +257,7 @@ pub fn usage_pause(headers: &reqwest::header::HeaderMap) -> Option<std::time::Du
 fn report_run_error(ctx: &FetchContext<'_>, message: String) -> SourceError {
     SourceError {
         source_key: ctx.source_key.clone(),
-        kind: crate::http::FailureKind::Transient,
+        kind: crate::sources::http::FailureKind::Transient,
         message,
         attempts: 1,
     }

@@ -17,7 +17,7 @@ use super::{
     FetchContext, Fetched, OrderRow, ParseContext, Parsed, Record, Reject, SourceKind, Utm, at,
     json_body, money_field, opt_text, text_field,
 };
-use crate::http::{Call, SourceError, classify_status, url_encode};
+use crate::sources::http::{Call, SourceError, classify_status, url_encode};
 
 /// The Admin API version in the URL.
 pub const API_VERSION: &str = "2024-10";

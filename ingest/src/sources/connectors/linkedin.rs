@@ -35,7 +35,7 @@ use super::{
     AdRow, FetchContext, Fetched, FieldError, ParseContext, Parsed, Record, Reject, SourceKind,
     Utm, at, count_field, float_field, json_body, money_field, or_zero,
 };
-use crate::http::{Call, SourceError, classify_status, url_encode};
+use crate::sources::http::{Call, SourceError, classify_status, url_encode};
 
 /// The `LinkedIn-Version` header value.
 pub const API_VERSION: &str = "202405";

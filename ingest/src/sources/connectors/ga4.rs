@@ -11,7 +11,7 @@ use super::{
     FetchContext, Fetched, ParseContext, Parsed, Record, Reject, SessionRow, SourceKind, at,
     count_field, float_field, json_body, money_field, opt_text, or_zero,
 };
-use crate::http::{Call, Reply, SourceError, Verdict, classify_status};
+use crate::sources::http::{Call, Reply, SourceError, Verdict, classify_status};
 
 /// Dimensions asked for.
 pub const DIMENSIONS: [&str; 6] = [

@@ -4,7 +4,7 @@
 //! A connector has two halves. The *parser* (`parse_*`) is a pure function
 //! from one response body to [`Parsed`] records and rejects, used alike for
 //! live API pages and for saved payload files; the *fetcher* (`fetch`) walks
-//! the platform's paging through the shared [`HttpClient`](crate::http::HttpClient).
+//! the platform's paging through the shared [`HttpClient`](crate::sources::http::HttpClient).
 //! A record that cannot be read (a missing field, a wrong type, an
 //! unparsable number) becomes a [`Reject`] with its reason and raw JSON; it
 //! never stops the other records.
@@ -890,13 +890,13 @@ mod tests;
 #[derive(Debug)]
 pub struct FetchContext<'a> {
     /// The shared HTTP layer.
-    pub http: &'a crate::http::HttpClient,
+    pub http: &'a crate::sources::http::HttpClient,
     /// The source key for the circuit breaker and errors (`client/platform`).
     pub source_key: String,
     /// The name of the credentials (token cache key).
     pub cred_key: String,
     /// The credentials.
-    pub creds: &'a crate::http::Credentials,
+    pub creds: &'a crate::sources::http::Credentials,
     /// The API base URL, without a trailing slash.
     pub base_url: String,
     /// The parser's context (account, currency, ...).
@@ -906,14 +906,14 @@ pub struct FetchContext<'a> {
     /// Last report date (inclusive).
     pub to: NaiveDate,
     /// The run's call counters, when the fetch belongs to a run.
-    pub run: Option<&'a crate::http::CallStats>,
+    pub run: Option<&'a crate::sources::http::CallStats>,
 }
 
 impl FetchContext<'_> {
-    pub(crate) fn malformed(&self, message: String) -> crate::http::SourceError {
-        crate::http::SourceError {
+    pub(crate) fn malformed(&self, message: String) -> crate::sources::http::SourceError {
+        crate::sources::http::SourceError {
             source_key: self.source_key.clone(),
-            kind: crate::http::FailureKind::Malformed,
+            kind: crate::sources::http::FailureKind::Malformed,
             message,
             attempts: 1,
         }
@@ -934,10 +934,10 @@ impl FetchContext<'_> {
     pub(crate) async fn send(
         &self,
         platform: SourceKind,
-        call: &crate::http::Call,
-        classify: impl Fn(&crate::http::Reply) -> crate::http::Verdict,
-    ) -> std::result::Result<crate::http::Reply, crate::http::SourceError> {
-        let target = crate::http::Target {
+        call: &crate::sources::http::Call,
+        classify: impl Fn(&crate::sources::http::Reply) -> crate::sources::http::Verdict,
+    ) -> std::result::Result<crate::sources::http::Reply, crate::sources::http::SourceError> {
+        let target = crate::sources::http::Target {
             source_key: &self.source_key,
             platform: platform.as_str(),
             cred_key: &self.cred_key,
@@ -965,7 +965,7 @@ pub struct Fetched {
 pub async fn fetch(
     kind: SourceKind,
     ctx: &FetchContext<'_>,
-) -> std::result::Result<Fetched, crate::http::SourceError> {
+) -> std::result::Result<Fetched, crate::sources::http::SourceError> {
     match kind {
         SourceKind::GoogleAds => google_ads::fetch(ctx).await,
         SourceKind::MetaAds => meta::fetch(ctx).await,

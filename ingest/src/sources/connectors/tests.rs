@@ -99,7 +99,7 @@ fn google_ads_error_inside_the_stream_fails_the_payload() {
     .unwrap();
     let e = google_ads::api_error(&v["error"]);
     match e.verdict {
-        crate::http::Verdict::Fail(m) => {
+        crate::sources::http::Verdict::Fail(m) => {
             assert!(
                 m.contains("adError=BAD_SNIPPET: There is a problem with the snippet."),
                 "{m}"
@@ -1539,7 +1539,7 @@ fn a_google_error_code_is_its_enum_case_whatever_else_the_object_holds() {
     let error = serde_json::json!({"status": "INVALID_ARGUMENT", "message": "bad",
         "details": [{"errors": [{"errorCode": {"!first": "x", "queryError": "UNRECOGNIZED_FIELD", "other": {}}, "message": "m"}]}]});
     match google_ads::api_error(&error).verdict {
-        crate::http::Verdict::Fail(m) => {
+        crate::sources::http::Verdict::Fail(m) => {
             assert!(m.contains("queryError=UNRECOGNIZED_FIELD: m"), "{m}")
         }
         other => panic!("{other:?}"),

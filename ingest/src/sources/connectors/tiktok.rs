@@ -13,7 +13,7 @@ use super::{
     AdRow, FetchContext, Fetched, ParseContext, Parsed, Record, Reject, SourceKind, Utm, at,
     count_field, float_field, json_body, money_field, opt_text, or_zero, text_field,
 };
-use crate::http::{Call, Reply, SourceError, Verdict, classify_status, url_encode};
+use crate::sources::http::{Call, Reply, SourceError, Verdict, classify_status, url_encode};
 
 /// TikTok's rate-limit codes.
 pub const RATE_LIMIT_CODES: [i64; 2] = [40100, 40133];
