@@ -15,19 +15,33 @@
 //! that run's own [`CallStats`], which the job runner writes to
 //! `ingest_runs`. [`HttpClient::sources`] reads the totals and the
 //! breaker state of every source for a live `/metrics`.
+//!
+//! The parts live apart: `retry` judges replies and times the next
+//! attempt, `breaker` keeps each source's circuit, `oauth` holds the
+//! credentials and refreshes tokens, `stats` counts the calls.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::debug;
+
+mod breaker;
+mod oauth;
+mod retry;
+mod stats;
+
+use self::breaker::Breaker;
+pub use self::breaker::BreakerState;
+pub use self::oauth::Credentials;
+use self::oauth::Token;
+pub use self::retry::{Verdict, classify_status, retry_after};
+use self::stats::Tally;
+pub use self::stats::{CallCounts, CallStats, SourceStatus};
 
 /// What kind of failure a source call ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,63 +85,6 @@ impl SourceError {
     }
 }
 
-/// How a connector judges one HTTP reply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// Usable.
-    Ok,
-    /// Transient failure; retry, after the given delay when the platform
-    /// named one.
-    Retry {
-        /// Rate limit (true) or other transient failure.
-        rate_limited: bool,
-        /// The platform's own delay.
-        after: Option<Duration>,
-        /// What happened.
-        reason: String,
-    },
-    /// The token was refused.
-    Unauthorized(String),
-    /// A failure no retry can fix.
-    Fail(String),
-}
-
-/// The default judgement of a reply by its status alone: 2xx ok, 401
-/// unauthorized, 408/429/5xx transient (with `Retry-After` honoured),
-/// other 4xx permanent.
-pub fn classify_status(reply: &Reply) -> Verdict {
-    let status = reply.status;
-    if status.is_success() {
-        return Verdict::Ok;
-    }
-    let reason = format!("HTTP {status}: {}", reply.snippet());
-    match status.as_u16() {
-        401 => Verdict::Unauthorized(reason),
-        429 => Verdict::Retry {
-            rate_limited: true,
-            after: retry_after(&reply.headers),
-            reason,
-        },
-        408 | 500 | 502 | 503 | 504 => Verdict::Retry {
-            rate_limited: false,
-            after: retry_after(&reply.headers),
-            reason,
-        },
-        _ => Verdict::Fail(reason),
-    }
-}
-
-/// The `Retry-After` header in seconds (fractions accepted).
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("retry-after")?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
-}
-
 /// One HTTP reply, read in full.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -164,47 +121,6 @@ impl Reply {
     }
 }
 
-/// Credentials of one source. `Debug` never shows a secret.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Credentials {
-    /// A long-lived access token (TikTok, Shopify) or a fixed one.
-    pub access_token: Option<String>,
-    /// OAuth2 token endpoint for the refresh-token flow.
-    pub token_url: Option<String>,
-    /// OAuth2 client id.
-    pub client_id: Option<String>,
-    /// OAuth2 client secret.
-    pub client_secret: Option<String>,
-    /// OAuth2 refresh token.
-    pub refresh_token: Option<String>,
-    /// Google Ads developer token.
-    pub developer_token: Option<String>,
-    /// Google Ads manager account id.
-    pub login_customer_id: Option<String>,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
-        f.debug_struct("Credentials")
-            .field("access_token", &shown(&self.access_token))
-            .field("token_url", &self.token_url)
-            .field("client_id", &shown(&self.client_id))
-            .field("client_secret", &shown(&self.client_secret))
-            .field("refresh_token", &shown(&self.refresh_token))
-            .field("developer_token", &shown(&self.developer_token))
-            .field("login_customer_id", &self.login_customer_id)
-            .finish()
-    }
-}
-
-impl Credentials {
-    fn can_refresh(&self) -> bool {
-        self.token_url.is_some() && self.refresh_token.is_some()
-    }
-}
-
 /// Tunables of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -236,153 +152,6 @@ impl Default for HttpConfig {
             platform_concurrency: 4,
         }
     }
-}
-
-#[derive(Debug, Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-    /// The cool-down passed and the trial call has not succeeded yet.
-    half_open: bool,
-}
-
-/// The state of a source's circuit breaker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// The cool-down has passed: the next call is a trial, and one more
-    /// failure opens the circuit again.
-    HalfOpen,
-    /// Calls fail fast until the cool-down has passed.
-    Open,
-}
-
-impl BreakerState {
-    /// The value of the `adlake_ingest_breaker_state` gauge: 0 closed,
-    /// 1 half-open, 2 open.
-    pub fn gauge(self) -> i64 {
-        match self {
-            Self::Closed => 0,
-            Self::HalfOpen => 1,
-            Self::Open => 2,
-        }
-    }
-
-    /// `closed`, `half_open` or `open`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::HalfOpen => "half_open",
-            Self::Open => "open",
-        }
-    }
-}
-
-impl Breaker {
-    fn state(&self, now: Instant) -> BreakerState {
-        match self.open_until {
-            Some(until) if now < until => BreakerState::Open,
-            Some(_) => BreakerState::HalfOpen,
-            None if self.half_open => BreakerState::HalfOpen,
-            None => BreakerState::Closed,
-        }
-    }
-}
-
-/// Counters of platform calls, cheap to bump from concurrent calls: one set
-/// per source in the client, and one per run when the caller passes it.
-#[derive(Debug, Default)]
-pub struct CallStats {
-    api_calls: AtomicU64,
-    retries: AtomicU64,
-    rate_limit_waits: AtomicU64,
-    rate_limit_wait_micros: AtomicU64,
-    breaker_opens: AtomicU64,
-}
-
-/// A reading of [`CallStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CallCounts {
-    /// HTTP requests sent (every attempt, token refreshes included).
-    pub api_calls: u64,
-    /// Attempts after the first of a call.
-    pub retries: u64,
-    /// Waits for a platform's rate limit: the backoff before retrying a
-    /// rate-limited reply, or a pause the platform's usage headers asked for.
-    pub rate_limit_waits: u64,
-    /// Seconds spent in those waits.
-    pub rate_limit_wait_seconds: f64,
-    /// Times the source's circuit breaker opened.
-    pub breaker_opens: u64,
-}
-
-impl CallStats {
-    /// The counts now.
-    pub fn counts(&self) -> CallCounts {
-        CallCounts {
-            api_calls: self.api_calls.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            rate_limit_waits: self.rate_limit_waits.load(Ordering::Relaxed),
-            rate_limit_wait_seconds: Duration::from_micros(
-                self.rate_limit_wait_micros.load(Ordering::Relaxed),
-            )
-            .as_secs_f64(),
-            breaker_opens: self.breaker_opens.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add_call(&self) {
-        self.api_calls.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn add_retry(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn add_wait(&self, wait: Duration) {
-        self.rate_limit_waits.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        self.rate_limit_wait_micros
-            .fetch_add(micros, Ordering::Relaxed);
-    }
-
-    fn add_breaker_open(&self) {
-        self.breaker_opens.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Where one call's counts go: its source's totals and, when given, its
-/// run's.
-struct Tally<'a> {
-    source: Arc<CallStats>,
-    run: Option<&'a CallStats>,
-}
-
-impl Tally<'_> {
-    fn each(&self, f: impl Fn(&CallStats)) {
-        f(&self.source);
-        if let Some(run) = self.run {
-            f(run);
-        }
-    }
-}
-
-/// A source's totals and breaker state, for a live `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceStatus {
-    /// The source key (`client/platform`).
-    pub source_key: String,
-    /// Totals since the client started.
-    pub counts: CallCounts,
-    /// The circuit breaker now.
-    pub breaker: BreakerState,
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    value: String,
-    expires_at: Option<Instant>,
 }
 
 /// One logical request: how to build it again for each attempt.
@@ -472,12 +241,6 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-#[derive(Deserialize)]
-struct TokenReply {
-    access_token: String,
-    expires_in: Option<u64>,
-}
-
 impl HttpClient {
     /// A client with `config`.
     pub fn new(config: HttpConfig) -> crate::Result<Self> {
@@ -538,14 +301,6 @@ impl HttpClient {
         out
     }
 
-    /// The state of `source_key`'s circuit breaker now.
-    pub fn breaker_state(&self, source_key: &str) -> BreakerState {
-        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers
-            .get(source_key)
-            .map_or(BreakerState::Closed, |b| b.state(Instant::now()))
-    }
-
     /// Counts a wait for a platform's rate limit that a connector made
     /// itself (pacing to usage headers).
     pub fn count_rate_limit_wait(&self, source_key: &str, run: Option<&CallStats>, wait: Duration) {
@@ -564,185 +319,6 @@ impl HttpClient {
                 Arc::new(Semaphore::new(self.config.platform_concurrency.max(1)))
             }),
         )
-    }
-
-    fn breaker_open(&self, source_key: &str) -> bool {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let b = breakers.entry(source_key.to_owned()).or_default();
-        match b.open_until {
-            Some(until) if Instant::now() < until => true,
-            Some(_) => {
-                // Half-open: let one call through; one more failure re-opens.
-                b.open_until = None;
-                b.half_open = true;
-                b.failures = self.config.breaker_threshold.saturating_sub(1);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Records the outcome of a call; returns whether it opened the circuit
-    /// (a failure while it is open already does not open it again).
-    fn record(&self, source_key: &str, ok: bool) -> bool {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        let b = breakers.entry(source_key.to_owned()).or_default();
-        if ok {
-            *b = Breaker::default();
-            return false;
-        }
-        b.failures += 1;
-        if b.failures < self.config.breaker_threshold {
-            return false;
-        }
-        let now = Instant::now();
-        let was_open = b.open_until.is_some_and(|until| now < until);
-        b.open_until = Some(now + self.config.breaker_cooldown);
-        b.half_open = false;
-        if !was_open {
-            warn!(
-                source = source_key,
-                "circuit opened after repeated failures"
-            );
-        }
-        !was_open
-    }
-
-    /// [`HttpClient::record`], counting an opening.
-    fn record_counted(&self, source_key: &str, ok: bool, tally: &Tally<'_>) {
-        if self.record(source_key, ok) {
-            tally.each(CallStats::add_breaker_open);
-        }
-    }
-
-    /// Whether `source_key`'s circuit is open now.
-    pub fn is_open(&self, source_key: &str) -> bool {
-        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers
-            .get(source_key)
-            .and_then(|b| b.open_until)
-            .is_some_and(|until| Instant::now() < until)
-    }
-
-    /// Backoff before attempt `attempt + 1`: exponential, capped, with full
-    /// jitter; a server-given delay is a floor.
-    fn delay(&self, attempt: u32, after: Option<Duration>) -> Duration {
-        let exp = self
-            .config
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-            .min(self.config.max_delay);
-        let jittered = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
-        match after {
-            Some(after) => after.max(jittered).min(self.config.max_delay),
-            None => jittered,
-        }
-    }
-
-    async fn token(
-        &self,
-        cred_key: &str,
-        creds: &Credentials,
-        source_key: &str,
-        tally: &Tally<'_>,
-    ) -> Result<Option<String>, SourceError> {
-        if !creds.can_refresh() {
-            return Ok(creds.access_token.clone());
-        }
-        if let Some(t) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(cred_key)
-            .filter(|t| t.expires_at.is_none_or(|e| Instant::now() < e))
-        {
-            return Ok(Some(t.value.clone()));
-        }
-        let fail = |kind, message: String| SourceError {
-            source_key: source_key.to_owned(),
-            kind,
-            message,
-            attempts: 1,
-        };
-        let url = creds.token_url.as_deref().unwrap_or_default();
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            (
-                "refresh_token",
-                creds.refresh_token.as_deref().unwrap_or_default(),
-            ),
-        ];
-        if let Some(id) = &creds.client_id {
-            form.push(("client_id", id));
-        }
-        if let Some(secret) = &creds.client_secret {
-            form.push(("client_secret", secret));
-        }
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{k}={}", url_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        tally.each(CallStats::add_call);
-        let reply = self
-            .inner
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                fail(
-                    FailureKind::Transient,
-                    format!("token refresh failed: {}", without_url(&e)),
-                )
-            })?;
-        let status = reply.status();
-        let bytes = reply.bytes().await.map_err(|e| {
-            fail(
-                FailureKind::Transient,
-                format!("token refresh failed: {}", without_url(&e)),
-            )
-        })?;
-        if !status.is_success() {
-            let kind = if status.is_server_error() {
-                FailureKind::Transient
-            } else {
-                FailureKind::Auth
-            };
-            return Err(fail(
-                kind,
-                format!("token refresh refused with HTTP {status}"),
-            ));
-        }
-        let parsed: TokenReply = serde_json::from_slice(&bytes).map_err(|_| {
-            fail(
-                FailureKind::Auth,
-                "token refresh reply has no access_token".to_owned(),
-            )
-        })?;
-        let expires_at = parsed
-            .expires_in
-            .map(|s| Instant::now() + Duration::from_secs(s.saturating_sub(60)));
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                cred_key.to_owned(),
-                Token {
-                    value: parsed.access_token.clone(),
-                    expires_at,
-                },
-            );
-        debug!(source = source_key, "access token refreshed");
-        Ok(Some(parsed.access_token))
-    }
-
-    fn forget_token(&self, cred_key: &str) {
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(cred_key);
     }
 
     /// Makes `call` for `source_key` (a source of `platform`) with the
