@@ -9,6 +9,16 @@
 //! never defines columns of its own. It writes tables and must not serve
 //! queries: reading is the engine's job.
 //!
+//! The modules by role, each layer importing only from those below it:
+//! - [`sources`]: the platform connectors and the HTTP layer they call
+//!   through (retries, circuit breakers, OAuth tokens).
+//! - [`pipeline`]: which jobs are due, and running them: fetch, validate,
+//!   guard, write.
+//! - [`lake`]: the Delta tables and every commit to them: the warehouse,
+//!   slice writes, quarantine, staged rows, reconciliation, upkeep,
+//!   erasure, and the one retry of a commit that lost a race.
+//! - [`synthetic`]: the demo data generator, and [`demo`], which writes it.
+//!
 //! The main types:
 //! - [`Warehouse`]: resolves a directory or `file://` URL and opens or
 //!   creates each table under it.
@@ -69,8 +79,8 @@ pub mod synthetic;
 
 pub use adlake_engine::schema;
 
-// The modules under their paths from before the layers, which callers
-// (and `freshness`) still use.
+// Each module also under its path from before the folders by role, which
+// callers outside the crate (and `freshness`) use.
 pub use crate::lake::{erase, reconcile, staged, upkeep, warehouse, writer};
 pub use crate::pipeline::{guard, jobs, validate};
 pub use crate::sources::{connectors, http};
