@@ -959,6 +959,13 @@ impl WriteSliceBuilder {
             return Ok(table.version().unwrap_or_default());
         }
 
+        // Other tables are written by delta-rs's own operation, which
+        // retries a commit that does not conflict. The input is read once,
+        // so one that does conflict fails the write as a lost race
+        // ([`crate::lake::commit::lost_race`]): `replace_only`, whose rows
+        // are in memory, plans it again; a streamed write commits nothing
+        // and its run is recorded failed, and running it again is safe.
+        //
         // Errors found in the stream travel through DataFusion and delta-rs
         // as strings; the typed error waits here to be returned instead.
         let first_error: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));

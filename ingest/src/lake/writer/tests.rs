@@ -715,6 +715,60 @@ async fn a_slice_write_touches_only_its_partitions_and_platform() {
 }
 
 #[tokio::test]
+async fn a_slice_commit_that_loses_a_race_with_compaction_is_planned_again() {
+    let (_dir, wh) = warehouse();
+    five_days(
+        &wh,
+        [
+            ("a", "google_ads", 100),
+            ("a", "meta_ads", 200),
+            ("b", "google_ads", 300),
+        ],
+    )
+    .await;
+    // A write plans from a snapshot, then compaction replaces every file
+    // it would remove before it commits.
+    let stale = wh.open_table(&AD_PERFORMANCE).await.unwrap();
+    let before = ad_rows(&wh).await;
+    crate::lake::upkeep::MaintainBuilder::new(&wh)
+        .with_tables(vec![&AD_PERFORMANCE])
+        .with_vacuum(false)
+        .execute()
+        .await
+        .unwrap();
+    let slice = WriteSliceBuilder::new(&wh, &AD_PERFORMANCE)
+        .with_client("a")
+        .with_source(Some("meta_ads"))
+        .with_date_range(day(2), day(3))
+        .slice()
+        .unwrap();
+    let input = futures::stream::iter([Ok(ad_batch(&slice_rows("a", "meta_ads", 2..=3, 900)))]);
+    let table = replace::replace(
+        &stale,
+        &slice,
+        input,
+        Vec::new(),
+        vec![run_transaction("late")],
+        DEFAULT_WRITE_BUFFER,
+    )
+    .await
+    .unwrap();
+    assert!(run_committed(&table, "late").await.unwrap());
+    // The second attempt replaced the compacted files: the slice's old rows
+    // are gone, not counted beside the new ones, and the rest is unchanged.
+    let expected: Vec<_> = before
+        .into_iter()
+        .map(|mut r| {
+            if r.0 == "a" && r.1 == "meta_ads" && (2..=3).contains(&r.2.day()) {
+                r.4 += 700;
+            }
+            r
+        })
+        .collect();
+    assert_eq!(ad_rows(&wh).await, expected);
+}
+
+#[tokio::test]
 async fn a_slice_of_compacted_partitions_keeps_the_other_platforms() {
     let (_dir, wh) = warehouse();
     five_days(
