@@ -47,6 +47,33 @@ pub enum Error {
     /// Executing a valid plan failed.
     #[error("query execution failed: {0}")]
     Execution(#[source] DataFusionError),
+
+    /// A configuration the engine was given is wrong (unknown time zone,
+    /// unreadable file, ...): the operator's to fix.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// Admission refused the query (the caller's rate, its query slots or
+    /// the server's): waiting `retry_after` may help.
+    #[error("{reason}; retry after {} s", retry_after_secs(*.retry_after))]
+    Refused {
+        /// Which limit, in words the caller can act on.
+        reason: String,
+        /// How long the caller should wait before trying again.
+        retry_after: std::time::Duration,
+    },
+
+    /// The query ran past the time limit.
+    #[error(
+        "the query ran longer than the server's limit of {} s: narrow it (date range, filters, LIMIT)",
+        .0.as_secs_f64()
+    )]
+    TimedOut(std::time::Duration),
+}
+
+/// Whole seconds to wait, at least 1 (as HTTP's `Retry-After`).
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 impl Error {

@@ -35,10 +35,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod cache;
 pub mod catalog;
 pub mod clock;
 pub mod error;
+pub mod executor;
+pub mod freshness;
 mod guard;
 pub mod lanes;
 pub mod memo;
@@ -79,6 +82,7 @@ use futures::{StreamExt, TryStreamExt};
 pub use cache::{CacheStatus, ResultCache};
 pub use catalog::{Catalog, TableSnapshot};
 pub use error::{Error, Result};
+pub use executor::{QueryExecutor, RequestContext};
 pub use guard::{DEFAULT_MAX_EXPRESSION_DEPTH, DEFAULT_MAX_STATEMENT_BYTES, StatementLimits};
 pub use memo::Described;
 pub use scope::Scope;
@@ -321,13 +325,25 @@ impl Engine {
 
     /// The successful ingest runs under `scope` that landed dates from
     /// `since` on, with when they finished (for "did yesterday land before
-    /// 08:00 client-local").
+    /// 08:00 client-local", [`freshness::by_table`]).
     pub async fn landings(
         &self,
         scope: &Scope,
         since: chrono::NaiveDate,
-    ) -> Result<Vec<metrics::Landing>> {
-        metrics::landings(self, scope, since).await
+    ) -> Result<Vec<freshness::Landing>> {
+        let Some(runs) = self.catalog.snapshot(schema::INGEST_RUNS.name) else {
+            return Ok(Vec::new());
+        };
+        if runs.version.is_none() {
+            return Ok(Vec::new());
+        }
+        let provider = scoped_provider(&runs, scope).map_err(Error::from_planning)?;
+        freshness::load_landings(provider, Some(since)).await
+    }
+
+    /// The configured client time zones, for [`freshness`]'s rule.
+    pub fn time_zones(&self) -> freshness::TimeZones {
+        self.metrics_config.time_zones()
     }
 
     /// Now, for relative date ranges: the fixed clock when one is set.

@@ -64,9 +64,10 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_MAX_CONCURRENT_QUERIES_PER_CALLER", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub max_concurrent_queries_per_caller: u64,
 
-    /// Longest a query may run, in seconds (0: no limit).
-    #[arg(long, env = "ADLAKE_QUERY_TIMEOUT_SECS", default_value_t = 300)]
-    pub query_timeout_secs: u64,
+    /// Longest a query may run, in seconds, fractions allowed (0: no
+    /// limit).
+    #[arg(long, env = "ADLAKE_QUERY_TIMEOUT_SECS", default_value_t = 300.0, value_parser = parse_timeout_secs)]
+    pub query_timeout_secs: f64,
 
     /// Most bytes one query result may stream (Arrow in-memory size; 0: no
     /// limit).
@@ -215,7 +216,7 @@ impl Config {
             rate_burst: None,
             max_concurrent_queries: 64,
             max_concurrent_queries_per_caller: 8,
-            query_timeout_secs: 300,
+            query_timeout_secs: 300.0,
             max_result_bytes: 4 * 1024 * 1024 * 1024,
             query_memory_bytes: 2 * 1024 * 1024 * 1024,
             memory_pool_bytes: None,
@@ -237,14 +238,14 @@ impl Config {
     }
 
     /// The request and query limits these flags ask for.
-    pub fn limit_settings(&self) -> crate::limits::LimitSettings {
+    pub fn limit_settings(&self) -> adlake_engine::admission::LimitSettings {
         let burst = self.rate_burst.unwrap_or_else(|| {
             // Twice a second's worth, at least one request.
             self.rate_limit.map_or(1, |rate| {
                 (rate * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32
             })
         });
-        crate::limits::LimitSettings {
+        adlake_engine::admission::LimitSettings {
             rate_per_second: self.rate_limit,
             burst,
             max_concurrent_queries: usize::try_from(self.max_concurrent_queries)
@@ -253,8 +254,8 @@ impl Config {
                 self.max_concurrent_queries_per_caller,
             )
             .unwrap_or(usize::MAX),
-            query_timeout: (self.query_timeout_secs > 0)
-                .then(|| Duration::from_secs(self.query_timeout_secs)),
+            query_timeout: (self.query_timeout_secs > 0.0)
+                .then(|| Duration::from_secs_f64(self.query_timeout_secs)),
             max_result_bytes: (self.max_result_bytes > 0).then_some(self.max_result_bytes),
         }
     }
@@ -288,6 +289,19 @@ impl Config {
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_secs(self.refresh_secs)
     }
+}
+
+/// A query timeout in seconds: a finite number from 0 (no limit) to a
+/// day, fractions allowed.
+fn parse_timeout_secs(text: &str) -> std::result::Result<f64, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{secs} s is outside 0 (no limit) to 86400 (a day)"));
+    }
+    Ok(secs)
 }
 
 #[cfg(test)]
@@ -361,6 +375,9 @@ mod tests {
             &["adlake", "--rate-limit", "-1"],
             &["adlake", "--rate-limit", "NaN"],
             &["adlake", "--rate-burst", "5"],
+            &["adlake", "--query-timeout-secs", "-1"],
+            &["adlake", "--query-timeout-secs", "NaN"],
+            &["adlake", "--query-timeout-secs", "1e9"],
             &["adlake", "--max-concurrent-queries", "0"],
             &["adlake", "--max-concurrent-queries-per-caller", "-1"],
             &["adlake", "--max-concurrent-queries-per-caller", "100001"],

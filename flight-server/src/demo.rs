@@ -92,6 +92,7 @@ pub async fn seed_if_empty(warehouse: &str, dir: &Path) -> Result<bool> {
 }
 
 /// Runs the ingest crate's demo seeding with its defaults.
+#[cfg(feature = "demo")]
 async fn seed(warehouse: &str) -> Result<()> {
     use adlake_ingest::demo::{DemoOptions, Progress, run_demo};
     let options = DemoOptions {
@@ -104,6 +105,15 @@ async fn seed(warehouse: &str) -> Result<()> {
         .map_err(|err| Error::Demo(err.to_string()))?;
     tracing::info!(clients = summary.clients.len(), "demo warehouse seeded");
     Ok(())
+}
+
+/// Without the `demo` feature there is no generator to seed with.
+#[cfg(not(feature = "demo"))]
+async fn seed(warehouse: &str) -> Result<()> {
+    Err(Error::Demo(format!(
+        "the warehouse {warehouse} holds no table and this build has no demo data (it was built \
+         without the `demo` feature): load data with adlake-ingest, or build with the default features"
+    )))
 }
 
 /// Where the demo credentials of the warehouse in `dir` live.

@@ -14,8 +14,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use tonic::Status;
 use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 /// Result of server operations.
@@ -107,8 +107,12 @@ impl Error {
         match self {
             Self::AuthFile { .. } | Self::UnknownClient { .. } | Self::Config(_) => 2,
             Self::Engine(err) => match err.as_ref() {
-                adlake_engine::Error::Warehouse { .. } => 2,
+                adlake_engine::Error::Warehouse { .. } | adlake_engine::Error::InvalidConfig(_) => {
+                    2
+                }
                 adlake_engine::Error::InvalidSql(_)
+                | adlake_engine::Error::Refused { .. }
+                | adlake_engine::Error::TimedOut(_)
                 | adlake_engine::Error::ReadOnly(_)
                 | adlake_engine::Error::ResourcesExhausted(_)
                 | adlake_engine::Error::Delta { .. }
@@ -153,6 +157,26 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Name of the header telling a refused caller how long to wait, in whole
+/// seconds (as HTTP's `Retry-After`).
+pub const RETRY_AFTER_HEADER: &str = "retry-after";
+
+/// The status code of an engine error: the caller's fault, a limit, or the
+/// system's. Every variant is matched by name so a new one cannot slip
+/// through with the wrong code.
+pub fn status_code(err: &adlake_engine::Error) -> Code {
+    use adlake_engine::Error as E;
+    match err {
+        E::InvalidSql(_) => Code::InvalidArgument,
+        E::ReadOnly(_) => Code::PermissionDenied,
+        E::ResourcesExhausted(_) | E::Refused { .. } => Code::ResourceExhausted,
+        E::TimedOut(_) => Code::DeadlineExceeded,
+        E::Warehouse { .. } | E::Delta { .. } | E::Execution(_) | E::InvalidConfig(_) => {
+            Code::Internal
+        }
+    }
+}
+
 /// Translates an engine error to the status sent to the caller.
 ///
 /// Caller mistakes keep their message (capped in length); system failures
@@ -160,20 +184,27 @@ impl fmt::Display for RequestId {
 /// logged here. Every variant is matched by name so a new one cannot slip
 /// through with the wrong code.
 pub fn engine_status(err: &adlake_engine::Error, request_id: RequestId) -> Status {
-    use adlake_engine::Error as E;
-    let mut status = match err {
-        E::InvalidSql(message) => Status::invalid_argument(cap_message(message)),
-        E::ReadOnly(_) => Status::permission_denied(cap_message(&err.to_string())),
-        E::ResourcesExhausted(_) => Status::resource_exhausted(cap_message(&err.to_string())),
-        E::Warehouse { .. } | E::Delta { .. } | E::Execution(_) => {
-            tracing::error!(
-                request_id = %request_id,
-                error = %ErrorChain(err),
-                "internal error while serving a request"
-            );
-            Status::internal(internal_message(request_id))
-        }
+    let code = status_code(err);
+    let mut status = if code == Code::Internal {
+        tracing::error!(
+            request_id = %request_id,
+            error = %ErrorChain(err),
+            "internal error while serving a request"
+        );
+        Status::internal(internal_message(request_id))
+    } else {
+        let message = match err {
+            adlake_engine::Error::InvalidSql(message) => cap_message(message),
+            other => cap_message(&other.to_string()),
+        };
+        Status::new(code, message)
     };
+    if let adlake_engine::Error::Refused { retry_after, .. } = err {
+        let secs = adlake_engine::error::retry_after_secs(*retry_after);
+        if let Ok(value) = tonic::metadata::MetadataValue::try_from(secs.to_string()) {
+            status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
+        }
+    }
     request_id.tag(status.metadata_mut());
     status
 }

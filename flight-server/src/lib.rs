@@ -42,7 +42,6 @@ pub mod error;
 pub mod flight_sql;
 pub mod grpc;
 pub mod http;
-pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod server;

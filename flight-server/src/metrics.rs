@@ -377,62 +377,35 @@ pub fn observe_failure(method: &str, code: tonic::Code, elapsed: Duration) {
     observe_query(method, &status_name(code), elapsed, 0);
 }
 
-/// One query's record, written when its answer is over: streamed to the
-/// end (`ok`), failed (its status), or dropped before the end
-/// (`cancelled`), with the rows it streamed and its time from the first
-/// byte of the call to the last of the answer.
-#[must_use = "the query is recorded when this is dropped"]
-pub struct QueryRecord {
-    kind: &'static str,
-    started: std::time::Instant,
-    rows: u64,
-    status: Option<String>,
-    access: Option<crate::access::Entry>,
+/// The observer of the engine's door ([`adlake_engine::executor`]): every
+/// query, once its answer is over (streamed to the end: `ok`; failed: its
+/// status; dropped before the end: `cancelled`), counted with the rows it
+/// streamed and its time from the first byte of the call to the last of the
+/// answer, and written to the access log when the surface left its entry
+/// as the request's note.
+pub fn query_observer() -> Arc<dyn adlake_engine::executor::QueryObserver> {
+    Arc::new(QueryObserver)
 }
 
-impl QueryRecord {
-    /// A query of `kind` whose call came in at `started`.
-    pub fn new(kind: &'static str, started: std::time::Instant) -> Self {
-        Self {
-            kind,
-            started,
-            rows: 0,
-            status: None,
-            access: None,
-        }
-    }
+struct QueryObserver;
 
-    /// Also writes `entry` to the access log when the query is over, with
-    /// its rows, outcome and duration.
-    pub fn with_access(mut self, entry: crate::access::Entry) -> Self {
-        self.access = Some(entry);
-        self
-    }
-
-    /// Counts rows the caller was sent.
-    pub fn streamed(&mut self, rows: usize) {
-        self.rows = self.rows.saturating_add(rows as u64);
-    }
-
-    /// The answer ended with all its rows.
-    pub fn finished(&mut self) {
-        self.status.get_or_insert_with(|| "ok".to_owned());
-    }
-
-    /// The answer ended with `code`.
-    pub fn failed(&mut self, code: tonic::Code) {
-        self.status.get_or_insert_with(|| status_name(code));
-    }
-}
-
-impl Drop for QueryRecord {
-    fn drop(&mut self) {
-        let status = self.status.as_deref().unwrap_or("cancelled");
-        let elapsed = self.started.elapsed();
-        observe_query(self.kind, status, elapsed, self.rows);
-        if let Some(mut entry) = self.access.take() {
-            entry.rows = self.rows;
-            entry.write(status, None, elapsed);
+impl adlake_engine::executor::QueryObserver for QueryObserver {
+    fn completed(&self, query: adlake_engine::executor::Completed<'_>) {
+        use adlake_engine::executor::Outcome;
+        let status = match &query.outcome {
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Cancelled => "cancelled".to_owned(),
+            Outcome::Failed(err) => status_name(crate::error::status_code(err)),
+        };
+        observe_query(query.kind, &status, query.elapsed, query.rows);
+        let entry = query
+            .note
+            .and_then(|note| note.downcast::<crate::access::Entry>().ok());
+        if let Some(mut entry) = entry {
+            entry.rows = query.rows;
+            entry.tables = query.tables.clone();
+            entry.cache = query.cache.map(adlake_engine::CacheStatus::as_str);
+            entry.write(&status, None, query.elapsed);
         }
     }
 }
@@ -762,16 +735,10 @@ pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
         Ok(totals) => observe_ingest(&totals),
         Err(err) => tracing::warn!(error = %err, "cannot sum ingest_runs for /metrics"),
     }
-    match adlake_ingest::freshness::load_landings(Arc::clone(&runs.provider)).await {
+    match adlake_engine::freshness::load_landings(Arc::clone(&runs.provider), None).await {
         Ok(landings) => {
-            let mut zones = adlake_ingest::freshness::TimeZones::default();
-            for landing in &landings {
-                zones = zones.with_client(
-                    landing.client_id.clone(),
-                    engine.client_time_zone(&landing.client_id),
-                );
-            }
-            for f in adlake_ingest::freshness::compute(&landings, &zones, chrono::Utc::now()) {
+            let zones = engine.time_zones();
+            for f in adlake_engine::freshness::compute(&landings, &zones, chrono::Utc::now()) {
                 set_freshness_lag(&f.client_id, &f.source, f.lag_seconds as f64);
             }
             *LAST.lock().expect("freshness lock poisoned") =

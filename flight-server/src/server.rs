@@ -27,7 +27,8 @@ use crate::demo::{self, DemoCredentials};
 use crate::error::{Error, Result};
 use crate::flight_sql::AdlakeFlightSqlService;
 use crate::http::{self, Readiness};
-use crate::limits::{LimitSettings, Limits};
+use adlake_engine::QueryExecutor;
+use adlake_engine::admission::{LimitSettings, Limits};
 
 /// How long running requests (long result streams) get to finish after a
 /// shutdown signal before the process stops anyway.
@@ -169,16 +170,16 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        // One set of limits for every surface on the Flight port.
-        let limits = Arc::new(Limits::new(self.limits));
+        // One door, one set of limits and one query record for every
+        // surface on the Flight port.
+        let executor = QueryExecutor::new(Arc::clone(&self.engine))
+            .with_limits(Arc::new(Limits::new(self.limits)))
+            .with_observer(crate::metrics::query_observer());
         let flight_service =
-            AdlakeFlightSqlService::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator))
-                .with_shared_limits(Arc::clone(&limits))
+            AdlakeFlightSqlService::new(executor.clone(), Arc::clone(&self.authenticator))
                 .into_server();
         // adlake.v1 services, reflection and health share the Flight port.
-        let grpc =
-            crate::grpc::AdlakeGrpc::new(Arc::clone(&self.engine), Arc::clone(&self.authenticator))
-                .with_limits(limits);
+        let grpc = crate::grpc::AdlakeGrpc::new(executor, Arc::clone(&self.authenticator));
         let (metrics_service, catalog_service) = (grpc.metrics_server(), grpc.catalog_server());
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(adlake_proto::FILE_DESCRIPTOR_SET)
@@ -335,21 +336,17 @@ async fn open_engine(config: &Config) -> Result<Engine> {
         None => adlake_engine::metrics::MetricsConfig::default(),
     };
     if let Some(path) = &config.clients_config {
-        let clients = adlake_ingest::config::Config::load(path)
+        let clients = adlake_engine::freshness::TimeZones::from_clients_config(path)
             .map_err(|e| Error::Config(format!("--clients-config: {e}")))?;
-        for client in &clients.clients {
-            metrics_config = metrics_config
-                .with_time_zone(&client.id, client.time_zone)
-                .map_err(|m| {
-                    Error::Config(format!(
-                        "client {}: {m} (--clients-config {} says {})",
-                        client.id,
-                        path.display(),
-                        client.time_zone
-                    ))
-                })?;
+        for (client, zone) in &clients {
+            metrics_config = metrics_config.with_time_zone(client, *zone).map_err(|m| {
+                Error::Config(format!(
+                    "client {client}: {m} (--clients-config {} says {zone})",
+                    path.display(),
+                ))
+            })?;
         }
-        tracing::info!(clients = clients.clients.len(), file = %path.display(), "client time zones from the ingest configuration");
+        tracing::info!(clients = clients.len(), file = %path.display(), "client time zones from the ingest configuration");
     }
     let options = adlake_engine::EngineOptions {
         cache_bytes: config.cache_bytes,

@@ -115,6 +115,17 @@ pub enum Error {
     /// Planning or executing a DataFusion plan failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// The engine failed (reading runs for freshness, ...); boxed, as it
+    /// is large and rare.
+    #[error(transparent)]
+    Engine(Box<adlake_engine::Error>),
+}
+
+impl From<adlake_engine::Error> for Error {
+    fn from(err: adlake_engine::Error) -> Self {
+        Self::Engine(Box::new(err))
+    }
 }
 
 impl Error {

@@ -337,6 +337,51 @@ def test_grpc_queries_take_the_callers_query_slots_like_flight_sql(
         srv.stop()
 
 
+def test_grpc_queries_end_with_deadline_exceeded_past_the_query_timeout_like_flight_sql(
+    pb, warehouse: Warehouse, principals: Principals, tmp_path: Path
+):
+    # One query timeout for every surface: with a limit of a millisecond,
+    # no uncached metric query, freshness report or SQL statement can finish,
+    # and each ends with DEADLINE_EXCEEDED naming the limit; calls that run
+    # no query (listing the metrics) are answered, and the refusals are
+    # counted under their status.
+    import pyarrow.flight as flight
+
+    messages, stubs = pb
+    auth_file = tmp_path / "auth.toml"
+    write_auth_file(auth_file, principals.all())
+    srv = start_server(warehouse, auth_file, tmp_path, ["--query-timeout-secs", "0.001"])
+    try:
+        with grpc.insecure_channel(srv.flight_addr) as channel:
+            stub = stubs.MetricsServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                ask(stub, messages, principals.a.token, ["clicks", "ctr"], ["platform", "date"], bypass_cache=True)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+            assert "longer than the server's limit of 0.001 s" in err.value.details(), err.value.details()
+            with pytest.raises(grpc.RpcError) as err:
+                stub.GetFreshness(messages.GetFreshnessRequest(), metadata=auth(principals.a.token), timeout=CALL_TIMEOUT_S)
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.value.details()
+            listed = stub.ListMetrics(messages.ListMetricsRequest(), metadata=auth(principals.a.token), timeout=CALL_TIMEOUT_S)
+            assert len(listed.metrics) > 0
+        client = flight.FlightClient(srv.flight_uri)
+        options = flight.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {principals.a.token}".encode())], timeout=CALL_TIMEOUT_S
+        )
+        try:
+            with pytest.raises(flight.FlightTimedOutError) as timed_out:
+                sql = "SELECT platform, sum(clicks) FROM ad_performance GROUP BY platform"
+                info = client.get_flight_info(flight.FlightDescriptor.for_command(command_statement_query(sql)), options)
+                client.do_get(info.endpoints[0].ticket, options).read_all()
+            assert "longer than the server's limit of 0.001 s" in str(timed_out.value), timed_out.value
+        finally:
+            client.close()
+        metrics = scrape(srv)
+        assert metric_value(metrics, "adlake_queries_total", kind="QueryMetrics", status="deadline_exceeded") == 1
+        assert metric_value(metrics, "adlake_queries_total", kind="GetFreshness", status="deadline_exceeded") == 1
+    finally:
+        srv.stop()
+
+
 def test_the_access_log_records_who_read_what_and_who_was_refused(
     pb, warehouse: Warehouse, principals: Principals, tmp_path: Path
 ):

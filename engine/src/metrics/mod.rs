@@ -37,7 +37,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 pub use expr::MetricExpr;
-pub use plan::{Cell, ColumnKind, FreshnessRow, Landing, MetricResult, ResultColumn};
+pub use plan::{Cell, ColumnKind, FreshnessRow, MetricResult, ResultColumn};
 pub use range::{RELATIVE_RANGES, resolve_range};
 
 use crate::error::{Error, Result};
@@ -545,6 +545,15 @@ impl MetricsConfig {
     pub fn time_zone(&self, client: &str) -> Option<Tz> {
         self.time_zones.get(client).copied()
     }
+
+    /// Every configured client zone (UTC for the others).
+    pub fn time_zones(&self) -> crate::freshness::TimeZones {
+        self.time_zones
+            .iter()
+            .fold(crate::freshness::TimeZones::default(), |zones, (c, z)| {
+                zones.with_client(c.clone(), *z)
+            })
+    }
 }
 
 fn measure_names() -> String {
@@ -756,7 +765,7 @@ impl MetricQuery {
     }
 }
 
-pub(crate) use plan::{freshness, landings, prepare, run};
+pub(crate) use plan::{freshness, prepare, run};
 
 #[cfg(test)]
 mod golden;

@@ -32,12 +32,18 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionState;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 
 use super::plan::{Prepared, Source, prepare, run_on};
 use super::{Cell, ColumnKind, Comparison, DateRange, MetricQuery, MetricsConfig};
@@ -205,7 +211,8 @@ impl TableFunctionImpl for MetricQueryFunction {
     }
 }
 
-/// The answer of one `metric_query` call, computed when scanned.
+/// The answer of one `metric_query` call, computed when its plan is
+/// executed ([`MetricExec`]).
 ///
 /// Its statements run in the scanning session, so they see exactly the
 /// tables that session holds for its caller.
@@ -295,15 +302,111 @@ impl TableProvider for MetricTable {
                 "metric_query needs the engine's session".into(),
             ));
         };
-        let result = run_on(&Source::Session(state), &self.prepared)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = to_batch(&self.schema, &result.rows)?;
-        let exec = MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?;
-        Ok(exec)
+        let schema = match projection {
+            Some(columns) => Arc::new(self.schema.project(columns)?),
+            None => Arc::clone(&self.schema),
+        };
+        Ok(Arc::new(MetricExec {
+            properties: Arc::new(
+                PlanProperties::new(
+                    EquivalenceProperties::new(Arc::clone(&schema)),
+                    Partitioning::UnknownPartitioning(1),
+                    EmissionType::Final,
+                    Boundedness::Bounded,
+                )
+                .with_scheduling_type(SchedulingType::Cooperative),
+            ),
+            state: state.clone(),
+            prepared: Arc::clone(&self.prepared),
+            full_schema: Arc::clone(&self.schema),
+            projection: projection.cloned(),
+        }))
+    }
+}
+
+/// The execution of one `metric_query` call: its statements run when the
+/// plan is executed (not when it is planned), in the scanning session, so
+/// the query's deadline, cancellation and memory pool apply to them like
+/// to any other operator.
+struct MetricExec {
+    properties: Arc<PlanProperties>,
+    /// The caller's session: the tables it holds are the caller's.
+    state: SessionState,
+    prepared: Arc<Prepared>,
+    full_schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+}
+
+impl std::fmt::Debug for MetricExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricExec")
+            .field("tables", &self.prepared.tables())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DisplayAs for MetricExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricExec: tables={:?}", self.prepared.tables())
+    }
+}
+
+impl ExecutionPlan for MetricExec {
+    fn name(&self) -> &'static str {
+        "MetricExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "MetricExec has one partition, not {partition}"
+            )));
+        }
+        let (state, prepared, full_schema, projection) = (
+            self.state.clone(),
+            Arc::clone(&self.prepared),
+            Arc::clone(&self.full_schema),
+            self.projection.clone(),
+        );
+        let answer = async move {
+            let result = run_on(&Source::Session(&state), &prepared)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let batch = to_batch(&full_schema, &result.rows)?;
+            match projection {
+                Some(columns) => Ok(batch.project(&columns)?),
+                None => Ok(batch),
+            }
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            futures::stream::once(answer),
+        )))
     }
 }

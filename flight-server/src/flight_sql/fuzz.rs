@@ -389,7 +389,7 @@ async fn service() -> (AdlakeFlightService, tempfile::TempDir) {
     )]);
     (
         AdlakeFlightService::new(AdlakeFlightSqlService::new(
-            Arc::new(engine),
+            adlake_engine::QueryExecutor::new(Arc::new(engine)),
             Arc::new(authenticator),
         )),
         warehouse,

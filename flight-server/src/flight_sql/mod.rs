@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use adlake_engine::transport::transport_type;
-use adlake_engine::{CATALOG_NAME, Described, Engine, SCHEMA_NAME};
+use adlake_engine::{CATALOG_NAME, Described, Engine, QueryExecutor, RequestContext, SCHEMA_NAME};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -70,8 +70,6 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Credential, Principal, parse_authorization};
 use crate::error::{ErrorChain, RequestId, engine_status, internal_message};
-use crate::limits::{self, Limits, QueryPermit};
-use crate::metrics::QueryRecord;
 use adlake_engine::StatementLimits;
 use params::Placeholders;
 
@@ -85,43 +83,28 @@ type DoGetStream = <AdlakeFlightSqlService as FlightService>::DoGetStream;
 /// The stream type of the handshake answer.
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
-/// Flight SQL in front of the [`Engine`].
+/// Flight SQL in front of the engine's door.
 pub struct AdlakeFlightSqlService {
+    /// Every query goes through it (admission, deadline, query record).
+    executor: QueryExecutor,
+    /// The catalog's tables and statement limits, for the metadata calls.
     engine: Arc<Engine>,
     authenticator: Arc<dyn Authenticator>,
     sql_info: SqlInfoData,
     xdbc_types: XdbcTypeInfoData,
-    limits: Arc<Limits>,
 }
 
 impl AdlakeFlightSqlService {
-    /// A service answering from `engine` for the callers `authenticator`
-    /// knows.
-    pub fn new(engine: Arc<Engine>, authenticator: Arc<dyn Authenticator>) -> Self {
+    /// A service answering through `executor` for the callers
+    /// `authenticator` knows.
+    pub fn new(executor: QueryExecutor, authenticator: Arc<dyn Authenticator>) -> Self {
         Self {
-            engine,
+            engine: Arc::clone(executor.engine()),
+            executor,
             authenticator,
             sql_info: metadata::sql_info_data(),
             xdbc_types: metadata::xdbc_type_info_data(),
-            limits: Arc::new(Limits::unlimited()),
         }
-    }
-
-    /// The same service enforcing `limits` (rate per caller, concurrent
-    /// queries, query time, result size).
-    #[must_use]
-    pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = Arc::new(limits);
-        self
-    }
-
-    /// The same service enforcing `limits` shared with other services of
-    /// the server (the gRPC `adlake.v1` services), so a caller's rate and
-    /// query slots count across all of them.
-    #[must_use]
-    pub fn with_shared_limits(mut self, limits: Arc<Limits>) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// The gRPC service: the service behind its [front](AdlakeFlightService)
@@ -153,7 +136,9 @@ impl AdlakeFlightSqlService {
         call.access.scope = Some(principal.scope.to_string());
         tracing::Span::current().record("principal", principal.name.as_str());
         // Every authenticated call counts against the caller's rate.
-        self.limits.check_rate(&principal.name)?;
+        self.executor
+            .admit_call(&principal.name)
+            .map_err(|err| engine_status(&err, call.id))?;
         Ok(principal)
     }
 
@@ -267,15 +252,11 @@ impl AdlakeFlightSqlService {
         tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, "describing");
         // Planning is work of the caller's like running: it takes one of its
         // query slots and counts against the query timeout.
-        let _permit = self.limits.start_query(&principal.name)?;
-        let describing = self.engine.describe(&principal.scope, sql);
-        let described = match self.limits.settings().query_timeout {
-            Some(limit) => tokio::time::timeout(limit, describing)
-                .await
-                .map_err(|_| limits::timed_out(limit))?,
-            None => describing.await,
-        };
-        described.map_err(|err| engine_status(&err, call.id))
+        let ctx = RequestContext::new(principal.name.clone(), principal.scope.clone());
+        self.executor
+            .describe(&ctx, sql)
+            .await
+            .map_err(|err| engine_status(&err, call.id))
     }
 
     /// Describes `sql`'s result for the caller: the schema, and one
@@ -316,9 +297,6 @@ impl AdlakeFlightSqlService {
         call.statement(sql);
         let principal = self.authenticate(call, metadata)?;
         refuse_unbound(sql, self.engine.statement_limits())?;
-        // Held until the stream ends or the caller drops it.
-        let permit = self.limits.start_query(&principal.name)?;
-        let started = tokio::time::Instant::now();
         // The result cache, keyed by scope, SQL and table versions;
         // `x-adlake-cache: bypass` skips it. A statement planned before is
         // looked up without planning it again.
@@ -326,53 +304,27 @@ impl AdlakeFlightSqlService {
             .get("x-adlake-cache")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"bypass"));
         tracing::debug!(request_id = %call.id, principal = %principal.name, scope = %principal.scope, sql, bypass, "running");
-        // Planning (when the statement is not in the memo) and physical
-        // planning are inside the query's deadline too.
-        // It runs in the caller's execution lane: its share of the CPU.
-        let starting = {
-            let (engine, scope, sql) = (
-                Arc::clone(&self.engine),
-                principal.scope.clone(),
-                sql.to_owned(),
-            );
-            adlake_engine::lanes::stream(&principal.name, async move {
-                let answer = engine.execute_sql(&scope, &sql, bypass).await?;
-                Ok((answer.batches, (answer.cache, answer.versions)))
-            })
-        };
-        let started_stream = match self.limits.settings().query_timeout {
-            Some(limit) => tokio::time::timeout(limit, starting)
-                .await
-                .map_err(|_| limits::timed_out(limit))?,
-            None => starting.await,
-        };
-        let (batches, (cache, versions)) =
-            started_stream.map_err(|err| engine_status(&err, call.id))?;
-        let mut access = call.access.clone();
-        access.tables = versions;
-        access.cache = Some(cache.as_str());
+        let ctx = RequestContext::new(principal.name.clone(), principal.scope.clone())
+            .with_started(call.started)
+            .with_bypass_cache(bypass)
+            .with_note(call.access.clone());
+        // Admission, the caller's lane, the deadline, the result limit and
+        // the query's record are the door's.
+        let answer = self
+            .executor
+            .sql(ctx, sql)
+            .await
+            .map_err(|err| engine_status(&err, call.id))?;
         // The advertised schema is sent first, so a client gets it even for an
         // empty result, and it is the schema of every batch.
-        let schema = batches.schema();
         let (id, method, who) = (call.id, call.method, call.principal.clone());
-        let batches = batches.map_err(move |err| {
-            let status = engine_status(&adlake_engine::Error::from_execution(err), id);
+        let batches = answer.batches.map_err(move |err| {
+            let status = engine_status(&err, id);
             log_failure(id, method, who.as_deref(), &status);
             FlightError::Tonic(Box::new(status))
         });
-        let settings = self.limits.settings();
-        let batches = limited(
-            batches,
-            Running {
-                permit,
-                record: QueryRecord::new("sql", call.started).with_access(access),
-            },
-            settings.query_timeout.map(|limit| (started + limit, limit)),
-            settings.max_result_bytes,
-            (call.id, call.method, call.principal.clone()),
-        );
         let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
+            .with_schema(answer.schema)
             .build(batches)
             .map_err(move |err| encoder_status(err, id));
         Ok(Box::pin(flight))
@@ -444,104 +396,6 @@ impl AdlakeFlightSqlService {
         }
         Ok((builder.schema(), builder.build()?))
     }
-}
-
-/// What a running query holds until its answer is over: its concurrency
-/// slot, and its record for the query metrics.
-struct Running {
-    permit: QueryPermit,
-    record: QueryRecord,
-}
-
-/// A result stream under the query limits: it ends with `DeadlineExceeded`
-/// once `deadline` passes and with `ResourceExhausted` once more than
-/// `max_bytes` went out, holds the query's slot until it ends, and records
-/// the query (rows streamed, outcome, time to the last batch) when it ends
-/// or is dropped.
-fn limited(
-    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
-    running: Running,
-    deadline: Option<(tokio::time::Instant, std::time::Duration)>,
-    max_bytes: Option<u64>,
-    (id, method, who): (RequestId, &'static str, Option<String>),
-) -> impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static {
-    struct State<S> {
-        /// `None` once the stream has ended: the query's plan (and the work
-        /// it spawned) and its slot go as soon as it ends, whether or not
-        /// the caller lets go of the stream.
-        batches: Option<Pin<Box<S>>>,
-        permit: Option<QueryPermit>,
-        record: QueryRecord,
-        bytes: u64,
-    }
-    impl<S> State<S> {
-        fn end(&mut self) {
-            self.batches = None;
-            self.permit = None;
-        }
-    }
-    let fail = move |status: Status| {
-        log_failure(id, method, who.as_deref(), &status);
-        let mut status = status;
-        id.tag(status.metadata_mut());
-        Err(FlightError::Tonic(Box::new(status)))
-    };
-    let Running { permit, record } = running;
-    let state = State {
-        batches: Some(Box::pin(batches)),
-        permit: Some(permit),
-        record,
-        bytes: 0,
-    };
-    stream::unfold(state, move |mut state| {
-        let fail = fail.clone();
-        async move {
-            let batches = state.batches.as_mut()?;
-            let next = match deadline {
-                Some((at, limit)) => match tokio::time::timeout_at(at, batches.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        state.end();
-                        state.record.failed(tonic::Code::DeadlineExceeded);
-                        return Some((fail(limits::timed_out(limit)), state));
-                    }
-                },
-                None => batches.next().await,
-            };
-            match next {
-                // Ending drops `state`, the query and its record with it.
-                None => {
-                    state.record.finished();
-                    None
-                }
-                Some(Ok(batch)) => {
-                    state.bytes = state
-                        .bytes
-                        .saturating_add(batch.get_array_memory_size() as u64);
-                    match max_bytes {
-                        Some(max) if state.bytes > max => {
-                            state.end();
-                            state.record.failed(tonic::Code::ResourceExhausted);
-                            Some((fail(limits::result_too_large(max)), state))
-                        }
-                        _ => {
-                            state.record.streamed(batch.num_rows());
-                            Some((Ok(batch), state))
-                        }
-                    }
-                }
-                Some(Err(err)) => {
-                    state.end();
-                    let code = match &err {
-                        FlightError::Tonic(status) => status.code(),
-                        _ => tonic::Code::Internal,
-                    };
-                    state.record.failed(code);
-                    Some((Err(err), state))
-                }
-            }
-        }
-    })
 }
 
 /// Refuses SQL that still has placeholders: it cannot run until values are

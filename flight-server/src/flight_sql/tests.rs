@@ -61,8 +61,11 @@ impl TestServer {
                 },
             ),
         ]);
-        let service =
-            AdlakeFlightSqlService::new(Arc::clone(&engine), Arc::new(authenticator)).into_server();
+        let service = AdlakeFlightSqlService::new(
+            adlake_engine::QueryExecutor::new(Arc::clone(&engine)),
+            Arc::new(authenticator),
+        )
+        .into_server();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let task = tokio::spawn(async move {

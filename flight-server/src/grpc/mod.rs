@@ -20,64 +20,53 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use adlake_engine::metrics::{
-    Cell, ColumnKind, Comparison, DIMENSIONS, DateRange, Filter, FilterOp, Grain, Landing,
-    MetricKind, MetricQuery, MetricResult, OrderBy,
+    Cell, ColumnKind, Comparison, DIMENSIONS, DateRange, Filter, FilterOp, Grain, MetricKind,
+    MetricQuery, MetricResult, OrderBy,
 };
-use adlake_engine::{CacheStatus, Engine, Scope};
+use adlake_engine::{CacheStatus, Engine, QueryExecutor, RequestContext, Scope};
 use adlake_proto::v1 as pb;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::NaiveDate;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::auth::{Authenticator, parse_authorization};
 use crate::error::{RequestId, engine_status};
-use crate::limits::Limits;
 
-/// Both `adlake.v1` services over one engine and one authenticator.
+/// Both `adlake.v1` services through the engine's door, with one
+/// authenticator.
 #[derive(Clone)]
 pub struct AdlakeGrpc {
+    /// The door (shared with the Flight SQL service, so a caller's rate and
+    /// query slots count across both).
+    executor: QueryExecutor,
     engine: Arc<Engine>,
     authenticator: Arc<dyn Authenticator>,
-    /// The same limits as Flight SQL's (one set per server): rate per
-    /// caller on every call, query slots and the query timeout on the
-    /// calls that run queries.
-    limits: Arc<Limits>,
 }
 
 impl AdlakeGrpc {
-    /// Services answering from `engine` for the callers `authenticator`
-    /// knows.
-    pub fn new(engine: Arc<Engine>, authenticator: Arc<dyn Authenticator>) -> Self {
+    /// Services answering through `executor` for the callers
+    /// `authenticator` knows.
+    pub fn new(executor: QueryExecutor, authenticator: Arc<dyn Authenticator>) -> Self {
         Self {
-            engine,
+            engine: Arc::clone(executor.engine()),
+            executor,
             authenticator,
-            limits: Arc::new(Limits::unlimited()),
         }
     }
 
-    /// The same services under `limits`, shared with the Flight SQL
-    /// service so a caller's rate and query slots count across both.
-    #[must_use]
-    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Runs `work`, a call that queries the engine, in one of `caller`'s
-    /// query slots and within the query timeout.
-    async fn in_query_slot<T>(
-        &self,
-        caller: &str,
-        work: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let _permit = self.limits.start_query(caller)?;
-        match self.limits.settings().query_timeout {
-            Some(limit) => tokio::time::timeout(limit, work)
-                .await
-                .unwrap_or_else(|_| Err(crate::limits::timed_out(limit))),
-            None => work.await,
-        }
+    /// The request of an authenticated caller, with the call's access-log
+    /// entry as it stands for the door to complete.
+    fn request(
+        caller: String,
+        scope: Scope,
+        started: std::time::Instant,
+        bypass: bool,
+    ) -> RequestContext {
+        RequestContext::new(caller, scope)
+            .with_started(started)
+            .with_bypass_cache(bypass)
+            .with_note(access_entry())
     }
 
     /// The metrics service.
@@ -116,7 +105,9 @@ impl AdlakeGrpc {
             entry.principal = Some(principal.name.clone());
             entry.scope = Some(principal.scope.to_string());
         });
-        self.limits.check_rate(&principal.name)?;
+        self.executor
+            .admit_call(&principal.name)
+            .map_err(|e| engine_status(&e, RequestId::new()))?;
         Ok((principal.name, principal.scope))
     }
 }
@@ -361,34 +352,6 @@ fn response(result: &MetricResult, status: CacheStatus) -> pb::QueryMetricsRespo
     }
 }
 
-/// When yesterday (client-local at `now`) of `table` first landed for
-/// `client`, and whether that was before 08:00 today client-local.
-fn yesterday_landing(
-    landings: &[Landing],
-    client: &str,
-    table: &str,
-    tz: chrono_tz::Tz,
-    now: DateTime<Utc>,
-) -> (Option<DateTime<Utc>>, bool) {
-    let today = now.with_timezone(&tz).date_naive();
-    let yesterday = today - Days::new(1);
-    let landed_at = landings
-        .iter()
-        .filter(|l| {
-            l.client_id == client
-                && l.table == table
-                && l.date_from <= yesterday
-                && yesterday <= l.date_to
-        })
-        .map(|l| l.finished_at)
-        .min();
-    let eight = today
-        .and_hms_opt(8, 0, 0)
-        .and_then(|t| t.and_local_timezone(tz).earliest())
-        .map(|t| t.with_timezone(&Utc));
-    (landed_at, landed_at.zip(eight).is_some_and(|(t, e)| t < e))
-}
-
 #[tonic::async_trait]
 impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
     async fn query_metrics(
@@ -404,25 +367,13 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
             }
             let bypass = request.bypass_cache;
             let query = metric_query(request)?;
+            let ctx = Self::request(caller, scope, started, bypass);
             let (result, status) = self
-                .in_query_slot(&caller, async {
-                    let engine = Arc::clone(&self.engine);
-                    adlake_engine::lanes::run(&caller, async move {
-                        engine.query_metrics(&scope, &query, bypass).await
-                    })
-                    .await
-                    .map_err(|e| engine_status(&e, id))
-                })
-                .await?;
+                .executor
+                .metrics(ctx, &query)
+                .await
+                .map_err(|e| engine_status(&e, id))?;
             let answer = response(&result, status);
-            // A failure is recorded by `serve`, with its status.
-            let mut access = access_entry();
-            access.tables = result.table_versions.clone();
-            access.cache = Some(status.as_str());
-            let mut record =
-                crate::metrics::QueryRecord::new("metric", started).with_access(access);
-            record.streamed(answer.rows.len());
-            record.finished();
             Ok(Response::new(answer))
         })
         .await
@@ -493,35 +444,28 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
             let started = std::time::Instant::now();
             let (caller, scope) = self.caller(request.metadata())?;
             let now = self.engine.now();
-            let (rows, landings) = self
-                .in_query_slot(&caller, async {
-                    let engine = Arc::clone(&self.engine);
-                    adlake_engine::lanes::run(&caller, async move {
-                        let rows = engine.freshness(&scope).await?;
-                        // Yesterday is at most two days back from today in
-                        // UTC, whatever the client's time zone.
-                        let landings = engine
-                            .landings(&scope, now.date_naive() - Days::new(2))
-                            .await?;
-                        Ok((rows, landings))
-                    })
-                    .await
-                    .map_err(|e| engine_status(&e, id))
-                })
-                .await?;
+            let ctx = Self::request(caller, scope, started, false);
+            let adlake_engine::executor::FreshnessAnswer { latest: rows, sla } = self
+                .executor
+                .freshness(ctx)
+                .await
+                .map_err(|e| engine_status(&e, id))?;
             let sources: Vec<pb::ClientFreshness> = rows
                 .into_iter()
                 .map(|f| {
                     let tz = self.engine.client_time_zone(&f.client_id);
-                    let today = now.with_timezone(&tz).date_naive();
-                    let yesterday = today - Days::new(1);
-                    let (landed_at, by_8am) =
-                        yesterday_landing(&landings, &f.client_id, &f.table, tz, now);
+                    let (yesterday, _) = adlake_engine::freshness::due(tz, now);
+                    let verdict = sla
+                        .iter()
+                        .find(|s| s.client_id == f.client_id && s.source == f.table);
+                    let landed_at = verdict.and_then(|v| v.landed_at);
                     pb::ClientFreshness {
                         yesterday_landed_at: landed_at
                             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                             .unwrap_or_default(),
-                        yesterday_landed_by_8am: by_8am,
+                        yesterday_landed_by_8am: verdict.is_some_and(|v| {
+                            v.status == adlake_engine::freshness::SlaStatus::OnTime
+                        }),
                         yesterday_landed: f.latest_date.is_some_and(|d| d >= yesterday),
                         latest_date: f.latest_date.map(|d| d.to_string()).unwrap_or_default(),
                         time_zone: tz.name().to_string(),
@@ -531,10 +475,6 @@ impl pb::metrics_service_server::MetricsService for AdlakeGrpc {
                     }
                 })
                 .collect();
-            let mut record =
-                crate::metrics::QueryRecord::new("freshness", started).with_access(access_entry());
-            record.streamed(sources.len());
-            record.finished();
             Ok(Response::new(pb::GetFreshnessResponse { sources }))
         })
         .await
@@ -579,61 +519,5 @@ impl pb::catalog_service_server::CatalogService for AdlakeGrpc {
             }))
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn landing(client: &str, from: &str, to: &str, finished: &str) -> Landing {
-        Landing {
-            client_id: client.into(),
-            table: "ad_performance".into(),
-            date_from: from.parse().unwrap(),
-            date_to: to.parse().unwrap(),
-            finished_at: finished.parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn yesterday_landed_before_8am_client_local() {
-        let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
-        // 2026-03-02 15:00 UTC is 10:00 in New York (UTC-5): yesterday is
-        // Mar 1, and 08:00 local is 13:00 UTC.
-        let now: DateTime<Utc> = "2026-03-02T15:00:00Z".parse().unwrap();
-        let runs = [
-            // Covers Feb 27 - Mar 1, finished 12:30 UTC = 07:30 local.
-            landing("acme", "2026-02-27", "2026-03-01", "2026-03-02T12:30:00Z"),
-            // A later re-run of Mar 1 does not change the first landing.
-            landing("acme", "2026-03-01", "2026-03-01", "2026-03-02T14:00:00Z"),
-            // Another client, landed late.
-            landing("globex", "2026-03-01", "2026-03-01", "2026-03-02T13:30:00Z"),
-            // Only up to Feb 28.
-            landing(
-                "initech",
-                "2026-02-01",
-                "2026-02-28",
-                "2026-03-01T01:00:00Z",
-            ),
-        ];
-        let at = |c| yesterday_landing(&runs, c, "ad_performance", ny, now);
-        assert_eq!(
-            at("acme"),
-            (Some("2026-03-02T12:30:00Z".parse().unwrap()), true)
-        );
-        // 13:30 UTC is 08:30 in New York: landed, but late.
-        assert_eq!(
-            at("globex"),
-            (Some("2026-03-02T13:30:00Z".parse().unwrap()), false)
-        );
-        assert_eq!(at("initech"), (None, false));
-        // In UTC, 12:30 is past 08:00.
-        assert!(!yesterday_landing(&runs, "acme", "ad_performance", chrono_tz::Tz::UTC, now).1);
-        // Another table has no runs.
-        assert_eq!(
-            yesterday_landing(&runs, "acme", "orders", ny, now),
-            (None, false)
-        );
     }
 }

@@ -2,7 +2,8 @@ use chrono::TimeZone;
 use chrono_tz::{America, Australia, Europe};
 
 use super::*;
-use crate::writer::{RunRecord, Trigger, append_run};
+use crate::writer::{GLOBAL_CLIENT, RunRecord, RunStatus, Trigger, append_run};
+use chrono::NaiveDate;
 
 fn d(month: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, month, day).unwrap()
@@ -81,6 +82,8 @@ fn landings(records: &[RunRecord]) -> Vec<Landing> {
         .map(|r| Landing {
             client_id: r.client_id.clone(),
             source: r.source.clone(),
+            table: r.target_table.clone(),
+            rows_written: r.rows_written,
             date_from: r.date_from,
             date_to: r.date_to,
             finished_at: r.finished_at,

@@ -1,26 +1,20 @@
-//! Limits that keep one caller from exhausting the server: a request rate
-//! per caller, caps on queries running at once (over all callers, and per
-//! caller so one caller cannot take every slot), a time limit per query and
-//! a limit on the bytes one result may stream.
+//! Admission: the limits that keep one caller from exhausting the engine,
+//! applied by the [door](crate::executor) to every surface alike: a request
+//! rate per caller, caps on queries running at once (over all callers, and
+//! per caller so one caller cannot take every slot), a time limit per query
+//! and a limit on the bytes one result may stream.
 //!
-//! Refusals are `ResourceExhausted` (or `DeadlineExceeded` for the time
-//! limit) with a `retry-after` header in seconds where waiting helps, so a
-//! well-behaved client can back off instead of hammering.
-
-// Every check answers with `tonic::Status` (see the note in `flight_sql`).
-#![allow(clippy::result_large_err)]
+//! Refusals are [`Error::Refused`] (the server answers `ResourceExhausted`
+//! with a `retry-after` header in seconds, so a well-behaved client can
+//! back off instead of hammering) and [`Error::TimedOut`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
-use tonic::metadata::MetadataValue;
 
-/// Name of the header telling a refused caller how long to wait, in whole
-/// seconds (as HTTP's `Retry-After`).
-pub const RETRY_AFTER_HEADER: &str = "retry-after";
+use crate::error::{Error, Result};
 
 /// Default of [`LimitSettings::max_concurrent_queries_per_caller`]: an
 /// eighth of the default global cap, so at least eight callers can run
@@ -132,11 +126,11 @@ impl Limits {
     }
 
     /// Counts one request of `caller` against its rate.
-    pub fn check_rate(&self, caller: &str) -> Result<(), Status> {
+    pub fn check_rate(&self, caller: &str) -> Result<()> {
         self.check_rate_at(caller, Instant::now())
     }
 
-    fn check_rate_at(&self, caller: &str, now: Instant) -> Result<(), Status> {
+    fn check_rate_at(&self, caller: &str, now: Instant) -> Result<()> {
         let Some(rate) = self.settings.rate_per_second.filter(|r| *r > 0.0) else {
             return Ok(());
         };
@@ -168,7 +162,7 @@ impl Limits {
     /// The slots for one running query of `caller`, held until the returned
     /// permit drops (when the result stream ends or the caller goes away):
     /// one of the caller's own, then one of the server's.
-    pub fn start_query(&self, caller: &str) -> Result<QueryPermit, Status> {
+    pub fn start_query(&self, caller: &str) -> Result<QueryPermit> {
         let caller_slot = self.take_caller_slot(caller)?;
         // On refusal here the caller's slot drops with `caller_slot`.
         let global = Arc::clone(&self.queries).try_acquire_owned().map_err(|_| {
@@ -186,7 +180,7 @@ impl Limits {
         })
     }
 
-    fn take_caller_slot(&self, caller: &str) -> Result<Option<CallerSlot>, Status> {
+    fn take_caller_slot(&self, caller: &str) -> Result<Option<CallerSlot>> {
         let cap = self.settings.max_concurrent_queries_per_caller;
         if cap == 0 {
             return Ok(None);
@@ -212,28 +206,17 @@ impl Limits {
     }
 }
 
-/// `ResourceExhausted` with a retry hint in the message and the
-/// `retry-after` header (whole seconds, at least 1).
-pub fn exhausted(message: String, wait: Duration) -> Status {
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-    let mut status = Status::resource_exhausted(format!("{message}; retry after {secs} s"));
-    if let Ok(value) = MetadataValue::try_from(secs.to_string()) {
-        status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
+/// A refusal that waiting `wait` may lift.
+pub fn exhausted(reason: String, wait: Duration) -> Error {
+    Error::Refused {
+        reason,
+        retry_after: wait,
     }
-    status
 }
 
-/// The status of a query that ran past its time limit.
-pub fn timed_out(limit: Duration) -> Status {
-    Status::deadline_exceeded(format!(
-        "the query ran longer than the server's limit of {} s: narrow it (date range, filters, LIMIT)",
-        limit.as_secs_f64()
-    ))
-}
-
-/// The status of a result past the size limit.
-pub fn result_too_large(limit: u64) -> Status {
-    Status::resource_exhausted(format!(
+/// The error of a result past the size limit.
+pub fn result_too_large(limit: u64) -> Error {
+    Error::ResourcesExhausted(format!(
         "the result is larger than the server's limit of {limit} bytes: aggregate, filter or add LIMIT"
     ))
 }
@@ -241,7 +224,7 @@ pub fn result_too_large(limit: u64) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use crate::error::retry_after_secs;
 
     fn limits(rate: f64, burst: u32) -> Limits {
         Limits::new(LimitSettings {
@@ -259,19 +242,11 @@ mod tests {
             l.check_rate_at("a", t0).expect("within burst");
         }
         let status = l.check_rate_at("a", t0).expect_err("over the burst");
-        assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(
-            status
-                .metadata()
-                .get(RETRY_AFTER_HEADER)
-                .and_then(|v| v.to_str().ok()),
-            Some("1")
-        );
         assert!(
-            status.message().contains("retry after 1 s"),
-            "{}",
-            status.message()
+            matches!(status, Error::Refused { retry_after, .. } if retry_after_secs(retry_after) == 1),
+            "{status:?}"
         );
+        assert!(status.to_string().contains("retry after 1 s"), "{status}");
         // Another caller has its own bucket.
         l.check_rate_at("b", t0).expect("other caller");
         // Half a second at 2/s refills one token.
@@ -301,9 +276,8 @@ mod tests {
         let first = l.start_query("a").expect("1");
         let _second = l.start_query("b").expect("2");
         let refused = l.start_query("c").expect_err("3");
-        assert_eq!(refused.code(), Code::ResourceExhausted);
-        assert!(refused.metadata().get(RETRY_AFTER_HEADER).is_some());
-        assert!(refused.message().contains("limit of 2 queries"));
+        assert!(matches!(refused, Error::Refused { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("limit of 2 queries"));
         drop(first);
         let _again = l.start_query("c").expect("a slot came free");
         // A refusal by the global cap gives the caller's slot back: only
@@ -323,18 +297,13 @@ mod tests {
         let a1 = l.start_query("a").expect("a 1");
         let _a2 = l.start_query("a").expect("a 2");
         let refused = l.start_query("a").expect_err("a 3");
-        assert_eq!(refused.code(), Code::ResourceExhausted);
-        assert_eq!(
-            refused
-                .metadata()
-                .get(RETRY_AFTER_HEADER)
-                .and_then(|v| v.to_str().ok()),
-            Some("1")
+        assert!(
+            matches!(refused, Error::Refused { retry_after, .. } if retry_after_secs(retry_after) == 1),
+            "{refused:?}"
         );
         assert!(
-            refused.message().contains("limit of 2 queries at once"),
-            "{}",
-            refused.message()
+            refused.to_string().contains("limit of 2 queries at once"),
+            "{refused}"
         );
         // Another caller still has its own two slots.
         let _b1 = l.start_query("b").expect("b 1");
