@@ -218,7 +218,6 @@ pub(crate) async fn purge(
                     .map_err(|e| Error::delta(def.name, e))?;
             }
             let delete = table
-                .clone()
                 .delete()
                 .with_predicate(predicate.clone())
                 .with_commit_properties(
