@@ -43,6 +43,7 @@ pub mod error;
 pub mod executor;
 pub mod freshness;
 mod guard;
+pub mod ingest_runs;
 pub mod lanes;
 pub mod memo;
 pub mod memory;

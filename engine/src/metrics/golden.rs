@@ -1,12 +1,15 @@
-//! Golden tests of the metric layer: `engine/tests/slt/*.slt`, run by
+//! Golden tests (`engine/tests/slt/*.slt`: the metric layer, the statement
+//! guard, tenancy and the promised types), run by
 //! `sqllogictest` against an engine over the small fixed warehouse below.
 //! Every expected number in those files was worked out by hand from these
 //! rows (the working is written next to each query).
 //!
-//! Besides SQL, the runner understands two statements of its own:
+//! Besides SQL, the runner understands statements of its own:
 //! `USE SCOPE <client>` (or `USE SCOPE agency`) switches the caller whose
-//! scope the next statements run under, and `CACHE STATUS` returns what the
-//! result cache did for the previous query (`hit`, `miss`).
+//! scope the next statements run under, `CACHE STATUS` returns what the
+//! result cache did for the previous query (`hit`, `miss`), and `RESULT
+//! TYPES <sql>` lists the columns of `<sql>`'s streamed answer with their
+//! Arrow types.
 //!
 //! Regenerate the expected output after a deliberate change with
 //! `ADLAKE_SLT_COMPLETE=1 cargo nextest run -p adlake-engine golden`, then
@@ -277,6 +280,23 @@ impl sqllogictest::AsyncDB for GoldenDb {
             return Ok(DBOutput::Rows {
                 types: vec![DefaultColumnType::Text],
                 rows: vec![vec![status.to_string()]],
+            });
+        }
+        if let Some(sql) = trimmed.strip_prefix("RESULT TYPES ") {
+            let query = self.engine.plan(&self.scope, sql).await?;
+            let (stream, _) = self
+                .engine
+                .execute_cached(&self.scope, sql, query, true)
+                .await?;
+            let rows = stream
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| vec![f.name().clone(), f.data_type().to_string()])
+                .collect();
+            return Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Text, DefaultColumnType::Text],
+                rows,
             });
         }
         let query = self.engine.plan(&self.scope, sql).await?;
