@@ -7,11 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::erase::EraseBuilder;
 use crate::error::{Error, Result};
 use crate::freshness::{self, TimeZones};
-use crate::upkeep::{DEFAULT_FILES_PER_COMMIT, DEFAULT_RETENTION, MaintainBuilder};
-use crate::warehouse::Warehouse;
+use crate::lake::erase::EraseBuilder;
+use crate::lake::upkeep::{DEFAULT_FILES_PER_COMMIT, DEFAULT_RETENTION, MaintainBuilder};
+use crate::lake::warehouse::Warehouse;
 
 /// `adlake-ingest maintain`.
 #[derive(Debug, clap::Args)]
@@ -120,7 +120,7 @@ fn table_defs(names: &[String]) -> Result<Vec<&'static adlake_engine::schema::Ta
 pub async fn maintain(args: MaintainArgs) -> Result<()> {
     let retention = Duration::from_secs(args.retention_hours.saturating_mul(3600));
     if !args.no_vacuum {
-        crate::upkeep::check_retention(retention)?;
+        crate::lake::upkeep::check_retention(retention)?;
     }
     let tables = table_defs(&args.tables)?;
     let warehouse = Warehouse::open(&args.warehouse)?;
@@ -355,7 +355,7 @@ pub struct ShopperArgs {
 
 /// Runs `shopper`.
 pub async fn shopper(args: ShopperArgs) -> Result<()> {
-    use crate::erase::shopper::{ShopperRequest, erase, export};
+    use crate::lake::erase::shopper::{ShopperRequest, erase, export};
     let secrets = crate::config::Secrets::load(&args.secrets)
         .map_err(|e| Error::InvalidConfig(e.to_string()))?;
     let req = ShopperRequest {

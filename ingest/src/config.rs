@@ -40,10 +40,10 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::connectors::{DEFAULT_CANONICAL_ACTION, SourceKind};
 use crate::fx::FxConfig;
-use crate::http::Credentials;
-use crate::validate::is_known_currency;
+use crate::pipeline::validate::is_known_currency;
+use crate::sources::connectors::{DEFAULT_CANONICAL_ACTION, SourceKind};
+use crate::sources::http::Credentials;
 
 /// A configuration error, with the file and line it is about.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,7 +126,7 @@ pub struct SourceConfig {
     pub canonical_action: String,
     /// How much of a slice a replace may remove before the shrink guard
     /// holds it (`shrink_max_row_drop`, `shrink_max_spend_drop`).
-    pub shrink: crate::guard::ShrinkLimits,
+    pub shrink: crate::pipeline::guard::ShrinkLimits,
 }
 
 /// One client.
@@ -383,16 +383,16 @@ impl Config {
                     Some(f) => Ok(*f.get_ref()),
                     None => Ok(default),
                 };
-                let shrink = crate::guard::ShrinkLimits {
+                let shrink = crate::pipeline::guard::ShrinkLimits {
                     max_row_drop: fraction(
                         &s.shrink_max_row_drop,
                         "shrink_max_row_drop",
-                        crate::guard::DEFAULT_MAX_ROW_DROP,
+                        crate::pipeline::guard::DEFAULT_MAX_ROW_DROP,
                     )?,
                     max_spend_drop: fraction(
                         &s.shrink_max_spend_drop,
                         "shrink_max_spend_drop",
-                        crate::guard::DEFAULT_MAX_SPEND_DROP,
+                        crate::pipeline::guard::DEFAULT_MAX_SPEND_DROP,
                     )?,
                 };
                 sources.push(SourceConfig {

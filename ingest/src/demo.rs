@@ -15,9 +15,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::synthetic::{Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
-use crate::warehouse::Warehouse;
-use crate::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
+use crate::lake::lineage::Lineage;
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{SliceWrite, SourceBatches, Trigger, WriteSliceBuilder};
+use crate::sources::connectors::Platform;
+use crate::synthetic::{SYNTHETIC_SOURCE, Synthetic, SyntheticConfig};
 
 /// How often progress is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(5);

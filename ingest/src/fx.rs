@@ -46,11 +46,11 @@ use chrono::{Days, NaiveDate};
 use datafusion::prelude::{SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
 
+use crate::dates::{date_to_epoch_day, epoch_day_to_date};
 use crate::error::{Error, Result};
-use crate::http::{Call, Credentials, HttpClient, Target, classify_status};
-use crate::synthetic::{date_to_epoch_day, epoch_day_to_date};
-use crate::warehouse::Warehouse;
-use crate::writer::{Trigger, WriteSliceBuilder};
+use crate::lake::warehouse::Warehouse;
+use crate::lake::writer::{Trigger, WriteSliceBuilder};
+use crate::sources::http::{Call, Credentials, HttpClient, Target, classify_status};
 
 /// The ECB Data Portal's API.
 pub const ECB_ENDPOINT: &str = "https://data-api.ecb.europa.eu";
@@ -403,7 +403,7 @@ pub async fn pull_ecb(
             // The API answers 404 "No results found" for a range without a
             // business day (a weekend): no rates, not a failure.
             if reply.status.as_u16() == 404 {
-                crate::http::Verdict::Ok
+                crate::sources::http::Verdict::Ok
             } else {
                 classify_status(reply)
             }

@@ -9,6 +9,16 @@
 //! never defines columns of its own. It writes tables and must not serve
 //! queries: reading is the engine's job.
 //!
+//! The modules by role, each layer importing only from those below it:
+//! - [`sources`]: the platform connectors and the HTTP layer they call
+//!   through (retries, circuit breakers, OAuth tokens).
+//! - [`pipeline`]: which jobs are due, and running them: fetch, validate,
+//!   guard, write.
+//! - [`lake`]: the Delta tables and every commit to them: the warehouse,
+//!   slice writes, quarantine, staged rows, reconciliation, upkeep,
+//!   erasure, and the one retry of a commit that lost a race.
+//! - [`synthetic`]: the demo data generator, and [`demo`], which writes it.
+//!
 //! The main types:
 //! - [`Warehouse`]: resolves a directory or `file://` URL and opens or
 //!   creates each table under it.
@@ -53,38 +63,37 @@
 
 pub mod admin;
 pub mod config;
-pub mod connectors;
+mod dates;
 pub mod demo;
-pub mod erase;
 pub mod error;
-mod files;
 pub mod freshness;
 pub mod fx;
-pub mod guard;
-pub mod http;
-pub mod jobs;
+pub mod lake;
 pub mod lineage;
 pub mod live;
 pub mod pause;
 pub mod pii;
-pub mod reconcile;
-pub mod staged;
+pub mod pipeline;
+pub mod sources;
 pub mod synthetic;
-pub mod upkeep;
-pub mod validate;
-pub mod warehouse;
-pub mod writer;
 
 pub use adlake_engine::schema;
 
+// Each module also under its path from before the folders by role, which
+// callers outside the crate (and `freshness`) use.
+pub use crate::lake::{erase, reconcile, staged, upkeep, warehouse, writer};
+pub use crate::pipeline::{guard, jobs, validate};
+pub use crate::sources::{connectors, http};
+
 pub use crate::demo::{DemoOptions, DemoSummary, Progress, run_demo};
 pub use crate::error::{Error, Result};
-pub use crate::synthetic::{
-    AccountProfile, ClientProfile, Lineage, Platform, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig,
-    Vertical,
-};
-pub use crate::warehouse::Warehouse;
-pub use crate::writer::{
+pub use crate::lake::lineage::Lineage;
+pub use crate::lake::warehouse::Warehouse;
+pub use crate::lake::writer::{
     DEFAULT_WRITE_BUFFER, GLOBAL_CLIENT, RUN_ID_METADATA_KEY, RunRecord, RunStatus, SliceWrite,
     SourceBatches, Trigger, WriteSliceBuilder, append_run, append_runs,
+};
+pub use crate::sources::connectors::Platform;
+pub use crate::synthetic::{
+    AccountProfile, ClientProfile, SYNTHETIC_SOURCE, Synthetic, SyntheticConfig, Vertical,
 };

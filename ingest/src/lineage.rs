@@ -23,9 +23,9 @@ use datafusion::prelude::{SessionContext, cast, col, lit};
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 
+use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
-use crate::synthetic::date_to_epoch_day;
-use crate::warehouse::Warehouse;
+use crate::lake::warehouse::Warehouse;
 
 /// Which rows to trace.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@
 //! `adlake_ingest_worker_rate_limit_wait_seconds_total`,
 //! `adlake_ingest_worker_breaker_opens_total`, and
 //! `adlake_ingest_worker_held_runs_total`: runs the shrink guard held
-//! (see [`crate::guard`]). The server's
+//! (see [`crate::pipeline::guard`]). The server's
 //! `adlake_ingest_*_total{source}` carry the same counts summed from
 //! `ingest_runs`, whichever process ran the jobs; these names differ so
 //! that the two never add up twice.
@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::{Error, Result};
-use crate::http::HttpClient;
+use crate::sources::http::HttpClient;
 
 /// Every family the worker's `/metrics` exports (full names).
 pub const EXPORTED: &[&str] = &[

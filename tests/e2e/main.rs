@@ -16,7 +16,8 @@ mod telemetry;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use adlake_ingest::synthetic::{Lineage, Synthetic, SyntheticConfig};
+use adlake_ingest::Lineage;
+use adlake_ingest::synthetic::{Synthetic, SyntheticConfig};
 use adlake_tests::{TestServer, run_ingest, run_server_to_exit, write_auth_file};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Decimal128Type, Int64Type};

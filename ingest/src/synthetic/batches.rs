@@ -14,8 +14,10 @@ use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone};
 use super::model::{ClientModel, IdLevel, Market, ad_templates, render_id};
 use super::names::{EMAIL_DOMAINS, FIRST_NAMES, HOOKS, LAST_NAMES, slugify, themes};
 use super::noise::Noise;
-use super::{Inner, Lineage, Platform, Synthetic, Vertical};
+use super::{Inner, Synthetic, Vertical};
+use crate::lake::lineage::Lineage;
 use crate::pii::customer_key;
+use crate::sources::connectors::Platform;
 
 /// One cent at the `Decimal128(18, 6)` money scale.
 const CENT: i128 = 10_000;

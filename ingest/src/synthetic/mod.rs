@@ -35,18 +35,20 @@ mod names;
 mod noise;
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use self::batches::{AdPerformanceBatches, FxRateBatches, OrderBatches, WebSessionBatches};
 use self::model::ClientModel;
 use self::noise::Noise;
+use crate::dates::date_to_epoch_day;
 use crate::error::{Error, Result};
+use crate::lake::lineage::Lineage;
+use crate::sources::connectors::Platform;
 
 pub use self::names::slugify;
 
@@ -100,117 +102,6 @@ impl SyntheticConfig {
         self.end_date
             .checked_sub_days(Days::new(u64::from(self.days.saturating_sub(1))))
             .ok_or(Error::DateOutOfRange(self.end_date))
-    }
-}
-
-/// The lineage columns every generated fact row carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lineage {
-    /// `_source`: connector and version, e.g. [`SYNTHETIC_SOURCE`].
-    pub source: String,
-    /// `_run_id`: the ingest run writing the rows.
-    pub run_id: String,
-    /// `_ingested_at`: when the run started (UTC).
-    pub ingested_at: DateTime<Utc>,
-}
-
-impl Lineage {
-    /// Lineage of a run starting now.
-    pub fn new(source: impl Into<String>, run_id: impl Into<String>) -> Self {
-        Self {
-            source: source.into(),
-            run_id: run_id.into(),
-            ingested_at: Utc::now(),
-        }
-    }
-}
-
-/// An ad platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Platform {
-    /// Google Ads.
-    GoogleAds,
-    /// Meta (Facebook and Instagram) Ads.
-    MetaAds,
-    /// TikTok Ads.
-    TiktokAds,
-    /// LinkedIn Ads.
-    LinkedinAds,
-    /// Microsoft Advertising (Bing).
-    MicrosoftAds,
-    /// Pinterest Ads.
-    PinterestAds,
-    /// Snapchat Ads.
-    SnapchatAds,
-}
-
-impl Platform {
-    /// Every platform the generator produces, in the order slices are
-    /// generated: the ones adlake has a connector for, so the demo holds
-    /// only data adlake can ingest. Microsoft, Pinterest and Snapchat are
-    /// modelled (ids, names, costs) for the connectors still to come and
-    /// join this list when theirs lands.
-    pub const ALL: [Platform; 4] = [
-        Platform::GoogleAds,
-        Platform::MetaAds,
-        Platform::TiktokAds,
-        Platform::LinkedinAds,
-    ];
-
-    /// The value of the `platform` column, e.g. `google_ads`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GoogleAds => "google_ads",
-            Self::MetaAds => "meta_ads",
-            Self::TiktokAds => "tiktok_ads",
-            Self::LinkedinAds => "linkedin_ads",
-            Self::MicrosoftAds => "microsoft_ads",
-            Self::PinterestAds => "pinterest_ads",
-            Self::SnapchatAds => "snapchat_ads",
-        }
-    }
-
-    /// The `utm_source` agencies tag this platform's links with.
-    pub fn utm_source(self) -> &'static str {
-        match self {
-            Self::GoogleAds => "google",
-            Self::MetaAds => "facebook",
-            Self::TiktokAds => "tiktok",
-            Self::LinkedinAds => "linkedin",
-            Self::MicrosoftAds => "bing",
-            Self::PinterestAds => "pinterest",
-            Self::SnapchatAds => "snapchat",
-        }
-    }
-
-    /// The `utm_medium`: `cpc` for search engines, `paid_social` otherwise.
-    pub fn utm_medium(self) -> &'static str {
-        match self {
-            Self::GoogleAds | Self::MicrosoftAds => "cpc",
-            _ => "paid_social",
-        }
-    }
-
-    /// Whether the platform reports fractional (attributed) conversions.
-    pub fn fractional_conversions(self) -> bool {
-        matches!(self, Self::GoogleAds | Self::MicrosoftAds)
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Platform {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| Error::InvalidConfig(format!("unknown platform '{s}'")))
     }
 }
 
@@ -510,23 +401,6 @@ impl Synthetic {
     /// directions), every day of the window.
     pub fn fx_rates(&self) -> impl Iterator<Item = RecordBatch> + Send + use<> {
         FxRateBatches::new(self.clone())
-    }
-}
-
-/// The `Date32` value of a date.
-pub(crate) fn date_to_epoch_day(date: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    // Dates come from a validated window well inside ±5.8 million years.
-    i32::try_from(date.signed_duration_since(epoch).num_days()).expect("date fits Date32")
-}
-
-/// The date of a `Date32` value.
-pub(crate) fn epoch_day_to_date(day: i32) -> Option<NaiveDate> {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    if day >= 0 {
-        epoch.checked_add_days(Days::new(day as u64))
-    } else {
-        epoch.checked_sub_days(Days::new(u64::from(day.unsigned_abs())))
     }
 }
 

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::names::{self, slugify, themes};
 use super::noise::Noise;
-use super::{AccountProfile, ClientProfile, Platform, SyntheticConfig, Vertical};
+use super::{AccountProfile, ClientProfile, SyntheticConfig, Vertical};
+use crate::sources::connectors::Platform;
 
 /// A home market: where a client (or one of its ad accounts) sells.
 #[derive(Debug)]

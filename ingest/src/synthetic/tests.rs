@@ -5,9 +5,11 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     Date32Type, Decimal128Type, Float64Type, Int64Type, TimestampMicrosecondType,
 };
-use chrono::{Datelike, TimeZone, Weekday};
+use chrono::{DateTime, Datelike, TimeZone, Weekday};
 
 use super::*;
+use crate::dates::epoch_day_to_date;
+use crate::lake::lineage::Lineage;
 
 fn config(seed: u64) -> SyntheticConfig {
     SyntheticConfig {
