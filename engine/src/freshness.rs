@@ -95,13 +95,13 @@ impl TimeZones {
         Ok((client.trim().to_owned(), parse_zone(zone)?))
     }
 
-    /// The `[[clients]]` zones of an ingest configuration file (`id` and
+    /// The `[[client]]` zones of an ingest configuration file (`id` and
     /// `time_zone` of each entry; every other key is the ingest's to check).
     pub fn from_clients_config(path: &Path) -> Result<Vec<(String, Tz)>> {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
-            clients: Vec<Client>,
+            client: Vec<Client>,
         }
         #[derive(Deserialize)]
         struct Client {
@@ -113,7 +113,7 @@ impl TimeZones {
         })?;
         let file: File = toml::from_str(&text)
             .map_err(|e| Error::InvalidConfig(format!("{}: {e}", path.display())))?;
-        file.clients
+        file.client
             .into_iter()
             .map(|c| {
                 let zone = parse_zone(&c.time_zone).map_err(|e| {
@@ -451,6 +451,37 @@ mod tests {
         let utc = by_table(&runs, &TimeZones::default(), now);
         assert_eq!(utc[0].client_id, "acme");
         assert_eq!(utc[0].status, SlaStatus::Late);
+    }
+
+    #[test]
+    fn client_zones_are_read_from_the_ingest_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clients.toml");
+        std::fs::write(
+            &path,
+            "warehouse = \"./w\"\n\n[[client]]\nid = \"acme\"\ntime_zone = \"America/New_York\"\ncurrency = \"USD\"\n\n[[client.source]]\nplatform = \"google_ads\"\naccounts = [\"1\"]\n\n[[client]]\nid = \"globex\"\ntime_zone = \"Europe/Berlin\"\n",
+        )
+        .unwrap();
+        let zones = TimeZones::from_clients_config(&path).unwrap();
+        assert_eq!(
+            zones,
+            vec![
+                ("acme".to_owned(), chrono_tz::America::New_York),
+                ("globex".to_owned(), chrono_tz::Europe::Berlin)
+            ]
+        );
+        std::fs::write(
+            &path,
+            "[[client]]\nid = \"acme\"\ntime_zone = \"Mars/Olympus\"\n",
+        )
+        .unwrap();
+        let err = TimeZones::from_clients_config(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("client acme: invalid configuration: unknown time zone 'Mars/Olympus'"),
+            "{err}"
+        );
     }
 
     #[test]
