@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from("proto");
-    let files = ["adlake/v1/catalog.proto", "adlake/v1/metrics.proto"];
+    let files = [
+        "adlake/v1/catalog.proto",
+        "adlake/v1/insights.proto",
+        "adlake/v1/metrics.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
     }

@@ -44,6 +44,7 @@ pub mod executor;
 pub mod freshness;
 mod guard;
 pub mod ingest_runs;
+pub mod insights;
 pub mod lanes;
 pub mod memo;
 pub mod memory;
@@ -743,6 +744,13 @@ impl Engine {
                 self.clock.clone(),
             )),
         );
+        // Forecasts, anomalies and budget advice over the same scoped
+        // metric layer.
+        for (name, function) in
+            insights::sql::InsightFunction::all(scope, &self.metrics_config, &self.clock)
+        {
+            state.register_udtf(name, function);
+        }
         // `now()`, `current_date` and `current_timestamp` read the
         // engine's clock too: one instant for the whole statement.
         state.execution_props_mut().query_execution_start_time = Some(self.now());
@@ -953,7 +961,9 @@ fn time_dependent(plan: &LogicalPlan) -> Option<String> {
                         .and_then(|t| t.relative_range().map(str::to_owned))
                 });
             if let Some(range) = relative {
-                why = Some(format!("metric_query over the relative range '{range}'"));
+                why = Some(format!(
+                    "a metric function over the relative range '{range}'"
+                ));
                 return Ok(TreeNodeRecursion::Stop);
             }
         }

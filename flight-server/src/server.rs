@@ -180,7 +180,11 @@ impl Server {
                 .into_server();
         // adlake.v1 services, reflection and health share the Flight port.
         let grpc = crate::grpc::AdlakeGrpc::new(executor, Arc::clone(&self.authenticator));
-        let (metrics_service, catalog_service) = (grpc.metrics_server(), grpc.catalog_server());
+        let (metrics_service, insights_service, catalog_service) = (
+            grpc.metrics_server(),
+            grpc.insights_server(),
+            grpc.catalog_server(),
+        );
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(adlake_proto::FILE_DESCRIPTOR_SET)
             .build_v1()
@@ -217,6 +221,7 @@ impl Server {
                 .layer(crate::decode::DecodeErrorsLayer)
                 .add_service(flight_service)
                 .add_service(metrics_service)
+                .add_service(insights_service)
                 .add_service(catalog_service)
                 .add_service(reflection)
                 .add_service(health_service)

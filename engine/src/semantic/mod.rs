@@ -770,4 +770,4 @@ pub(crate) use plan::{freshness, prepare, run};
 #[cfg(test)]
 mod golden;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

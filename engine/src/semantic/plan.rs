@@ -172,6 +172,11 @@ impl Prepared {
         t
     }
 
+    /// The resolved range: its first and last day.
+    pub(crate) fn range(&self) -> (NaiveDate, NaiveDate) {
+        (self.start, self.end)
+    }
+
     /// The columns of the answer.
     pub(crate) fn columns(&self) -> &[ResultColumn] {
         &self.columns

@@ -45,8 +45,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
-use super::plan::{Prepared, Source, prepare, run_on};
-use super::{Cell, ColumnKind, Comparison, DateRange, MetricQuery, MetricsConfig};
+pub(crate) use super::plan::{Prepared, prepare};
+use super::plan::{Source, run_on};
+use super::{Cell, ColumnKind, Comparison, DateRange, MetricQuery, MetricResult, MetricsConfig};
 use crate::Scope;
 use crate::error::Error;
 
@@ -54,6 +55,16 @@ use crate::error::Error;
 pub const FUNCTION_NAME: &str = "metric_query";
 
 const USAGE: &str = "metric_query('<metrics>', '<dimensions>', '<start>', '<end>' | '<relative range>' [, '<options>'])";
+
+pub(crate) fn function_error(
+    name: &str,
+    usage: &str,
+    message: impl std::fmt::Display,
+) -> DataFusionError {
+    DataFusionError::External(Box::new(Error::InvalidSql(format!(
+        "{name}: {message} (usage: {usage})"
+    ))))
+}
 
 fn usage_error(message: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::External(Box::new(Error::InvalidSql(format!(
@@ -98,7 +109,7 @@ fn text_arg(i: usize, expr: &Expr) -> Result<String> {
     }
 }
 
-fn list(text: &str) -> Vec<String> {
+pub(crate) fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -203,11 +214,35 @@ impl TableFunctionImpl for MetricQueryFunction {
             DateRange::Relative(name) => Some(name.clone()),
             _ => None,
         };
-        Ok(Arc::new(MetricTable {
-            schema: Arc::new(Schema::new(fields)),
-            prepared: Arc::new(prepared),
+        Ok(Arc::new(MetricTable::new(
+            Arc::new(Schema::new(fields)),
+            prepared,
             relative_range,
-        }))
+            Arc::new(Rows),
+        )))
+    }
+}
+
+/// What becomes of a metric answer before it is a table: its rows as they
+/// are ([`Rows`]), or a model's output over them (forecasts, anomalies,
+/// budget advice).
+///
+/// A model's work yields between series, so the query's deadline and
+/// cancellation stop it between two of them.
+#[async_trait]
+pub(crate) trait Finish: std::fmt::Debug + Send + Sync {
+    /// The batch of the table's `schema` made from `result`.
+    async fn finish(&self, result: MetricResult, schema: &SchemaRef) -> Result<RecordBatch>;
+}
+
+/// The answer's rows, one per row.
+#[derive(Debug)]
+struct Rows;
+
+#[async_trait]
+impl Finish for Rows {
+    async fn finish(&self, result: MetricResult, schema: &SchemaRef) -> Result<RecordBatch> {
+        to_batch(schema, &result.rows)
     }
 }
 
@@ -222,9 +257,25 @@ pub struct MetricTable {
     prepared: Arc<Prepared>,
     /// The relative range the dates were resolved from, if they were.
     relative_range: Option<String>,
+    finish: Arc<dyn Finish>,
 }
 
 impl MetricTable {
+    /// The table of `prepared`'s answer made into `schema` by `finish`.
+    pub(crate) fn new(
+        schema: SchemaRef,
+        prepared: Prepared,
+        relative_range: Option<String>,
+        finish: Arc<dyn Finish>,
+    ) -> Self {
+        Self {
+            schema,
+            prepared: Arc::new(prepared),
+            relative_range,
+            finish,
+        }
+    }
+
     /// The tables the answer reads (for the result cache's key).
     pub fn tables(&self) -> Vec<&'static str> {
         self.prepared.tables()
@@ -237,7 +288,7 @@ impl MetricTable {
     }
 }
 
-fn to_batch(schema: &SchemaRef, rows: &[Vec<Cell>]) -> Result<RecordBatch> {
+pub(crate) fn to_batch(schema: &SchemaRef, rows: &[Vec<Cell>]) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = schema
         .fields()
         .iter()
@@ -320,6 +371,7 @@ impl TableProvider for MetricTable {
             prepared: Arc::clone(&self.prepared),
             full_schema: Arc::clone(&self.schema),
             projection: projection.cloned(),
+            finish: Arc::clone(&self.finish),
         }))
     }
 }
@@ -335,19 +387,26 @@ struct MetricExec {
     prepared: Arc<Prepared>,
     full_schema: SchemaRef,
     projection: Option<Vec<usize>>,
+    finish: Arc<dyn Finish>,
 }
 
 impl std::fmt::Debug for MetricExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricExec")
             .field("tables", &self.prepared.tables())
+            .field("finish", &self.finish)
             .finish_non_exhaustive()
     }
 }
 
 impl DisplayAs for MetricExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MetricExec: tables={:?}", self.prepared.tables())
+        write!(
+            f,
+            "MetricExec: tables={:?}, finish={:?}",
+            self.prepared.tables(),
+            self.finish
+        )
     }
 }
 
@@ -388,17 +447,18 @@ impl ExecutionPlan for MetricExec {
                 "MetricExec has one partition, not {partition}"
             )));
         }
-        let (state, prepared, full_schema, projection) = (
+        let (state, prepared, full_schema, projection, finish) = (
             self.state.clone(),
             Arc::clone(&self.prepared),
             Arc::clone(&self.full_schema),
             self.projection.clone(),
+            Arc::clone(&self.finish),
         );
         let answer = async move {
             let result = run_on(&Source::Session(&state), &prepared)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let batch = to_batch(&full_schema, &result.rows)?;
+            let batch = finish.finish(result, &full_schema).await?;
             match projection {
                 Some(columns) => Ok(batch.project(&columns)?),
                 None => Ok(batch),

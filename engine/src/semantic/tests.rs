@@ -32,11 +32,11 @@ fn day(s: &str) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
 }
 
-pub(super) fn text(values: &[&str]) -> ArrayRef {
+pub(crate) fn text(values: &[&str]) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values.iter().copied()))
 }
 
-pub(super) fn money(values: &[f64]) -> ArrayRef {
+pub(crate) fn money(values: &[f64]) -> ArrayRef {
     Arc::new(
         Decimal128Array::from_iter_values(values.iter().map(|v| (v * 1e6).round() as i128))
             .with_precision_and_scale(18, 6)
@@ -44,21 +44,21 @@ pub(super) fn money(values: &[f64]) -> ArrayRef {
     )
 }
 
-pub(super) fn ints(values: &[i64]) -> ArrayRef {
+pub(crate) fn ints(values: &[i64]) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(values.iter().copied()))
 }
 
-pub(super) fn floats(values: &[f64]) -> ArrayRef {
+pub(crate) fn floats(values: &[f64]) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(values.iter().copied()))
 }
 
-pub(super) fn dates(values: &[&str]) -> ArrayRef {
+pub(crate) fn dates(values: &[&str]) -> ArrayRef {
     Arc::new(Date32Array::from_iter_values(values.iter().map(|d| day(d))))
 }
 
 /// A batch of `def` with the given columns; other columns are NULL when
 /// nullable, else a placeholder value.
-pub(super) fn batch(def: &TableDef, n: usize, given: Vec<(&str, ArrayRef)>) -> RecordBatch {
+pub(crate) fn batch(def: &TableDef, n: usize, given: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let schema = def.schema();
     let columns = schema
         .fields()
@@ -86,7 +86,7 @@ pub(super) fn batch(def: &TableDef, n: usize, given: Vec<(&str, ArrayRef)>) -> R
     RecordBatch::try_new(schema, columns).unwrap()
 }
 
-pub(super) async fn write(warehouse: &std::path::Path, def: &TableDef, batch: RecordBatch) {
+pub(crate) async fn write(warehouse: &std::path::Path, def: &TableDef, batch: RecordBatch) {
     let dir = warehouse.join(def.name);
     std::fs::create_dir_all(&dir).unwrap();
     let table = DeltaTable::try_from_url(Url::from_directory_path(dir).unwrap())

@@ -1,5 +1,6 @@
 //! The `adlake.v1` gRPC services, served on the Flight SQL port:
-//! [`MetricsService`](adlake_proto::v1::metrics_service_server::MetricsService)
+//! [`MetricsService`](adlake_proto::v1::metrics_service_server::MetricsService),
+//! [`InsightsService`](adlake_proto::v1::insights_service_server::InsightsService)
 //! and [`CatalogService`](adlake_proto::v1::catalog_service_server::CatalogService).
 //!
 //! Every call needs `authorization: Bearer <token>` (or Basic with the
@@ -29,6 +30,8 @@ use chrono::NaiveDate;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
+
+mod insights;
 
 use crate::auth::{Authenticator, parse_authorization};
 use crate::error::{RequestId, engine_status};
@@ -72,6 +75,11 @@ impl AdlakeGrpc {
     /// The metrics service.
     pub fn metrics_server(&self) -> pb::metrics_service_server::MetricsServiceServer<Self> {
         pb::metrics_service_server::MetricsServiceServer::new(self.clone())
+    }
+
+    /// The insights service (forecasts, anomalies, budget advice).
+    pub fn insights_server(&self) -> pb::insights_service_server::InsightsServiceServer<Self> {
+        pb::insights_service_server::InsightsServiceServer::new(self.clone())
     }
 
     /// The catalog service.
@@ -238,21 +246,33 @@ fn filter_of(f: pb::Filter) -> Result<Filter, Status> {
 }
 
 /// The engine's question for a request.
-pub fn metric_query(r: pb::QueryMetricsRequest) -> Result<MetricQuery, Status> {
+/// The engine's date range of a request's.
+fn date_range(range: Option<pb::DateRange>) -> Result<DateRange, Status> {
     use pb::date_range::Range;
-    let range = match r.date_range.and_then(|d| d.range) {
-        Some(Range::Absolute(a)) => DateRange::Absolute {
+    match range.and_then(|d| d.range) {
+        Some(Range::Absolute(a)) => Ok(DateRange::Absolute {
             start: parse_date("start", &a.start)?,
             end: parse_date("end", &a.end)?,
-        },
-        Some(Range::Relative(name)) => DateRange::Relative(name),
-        None => {
-            return Err(invalid(
-                "a date range is required: absolute {start, end} or relative (e.g. last_7_days)"
-                    .into(),
-            ));
-        }
+        }),
+        Some(Range::Relative(name)) => Ok(DateRange::Relative(name)),
+        None => Err(invalid(
+            "a date range is required: absolute {start, end} or relative (e.g. last_7_days)".into(),
+        )),
+    }
+}
+
+/// The message's cache status.
+fn cache_status(status: CacheStatus) -> i32 {
+    let status = match status {
+        CacheStatus::Hit => pb::CacheStatus::Hit,
+        CacheStatus::Miss => pb::CacheStatus::Miss,
+        CacheStatus::Bypass => pb::CacheStatus::Bypass,
     };
+    status as i32
+}
+
+pub fn metric_query(r: pb::QueryMetricsRequest) -> Result<MetricQuery, Status> {
+    let range = date_range(r.date_range)?;
     let comparison = match pb::Comparison::try_from(r.comparison) {
         Ok(pb::Comparison::None) => None,
         Ok(pb::Comparison::PreviousPeriod) => Some(Comparison::PreviousPeriod),
@@ -343,11 +363,7 @@ fn response(result: &MetricResult, status: CacheStatus) -> pb::QueryMetricsRespo
                 latest_date: f.latest_date.map(|d| d.to_string()).unwrap_or_default(),
             })
             .collect(),
-        cache_status: match status {
-            CacheStatus::Hit => pb::CacheStatus::Hit,
-            CacheStatus::Miss => pb::CacheStatus::Miss,
-            CacheStatus::Bypass => pb::CacheStatus::Bypass,
-        } as i32,
+        cache_status: cache_status(status),
         warnings: result.warnings.clone(),
     }
 }
