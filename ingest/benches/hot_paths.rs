@@ -84,6 +84,7 @@ fn metrics(c: &mut Criterion) {
         seed: 7,
         end_date: end,
         commit_per_source: false,
+        incidents: false,
     };
     let summary = rt
         .block_on(run_demo(&opts, Progress::Hidden))

@@ -44,6 +44,10 @@ pub struct DemoOptions {
     /// compaction merges. By default a client's platforms are written
     /// together (one commit and one file per partition; one run each).
     pub commit_per_source: bool,
+    /// Inject one incident per client (see
+    /// [`Incident`](crate::synthetic::Incident)): what anomaly detection
+    /// finds in the demo.
+    pub incidents: bool,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +60,7 @@ impl Default for DemoOptions {
             seed: 42,
             end_date: yesterday_utc(),
             commit_per_source: false,
+            incidents: true,
         }
     }
 }
@@ -71,6 +76,7 @@ impl DemoOptions {
             seed: config.seed,
             end_date: config.end_date,
             commit_per_source: false,
+            incidents: config.incidents,
         }
     }
 
@@ -82,6 +88,7 @@ impl DemoOptions {
             rows: self.rows,
             seed: self.seed,
             end_date: self.end_date,
+            incidents: self.incidents,
         }
     }
 }
@@ -455,6 +462,7 @@ mod tests {
             seed: 7,
             end_date: NaiveDate::from_ymd_opt(2025, 3, 31).unwrap(),
             commit_per_source: false,
+            incidents: false,
         };
         let first = run_demo(&opts, Progress::Hidden).await.unwrap();
         assert_eq!(first.clients.len(), 2);

@@ -99,6 +99,10 @@ struct DemoArgs {
     /// compacts), instead of a client's platforms in one commit.
     #[arg(long)]
     commit_per_source: bool,
+    /// Leave out the incidents the demo injects (one per client: a
+    /// two-day conversion tracking outage or a day of tripled spend).
+    #[arg(long)]
+    no_incidents: bool,
 }
 
 fn parse_positive(s: &str, what: &str) -> Result<u64, String> {
@@ -245,6 +249,7 @@ async fn demo(args: DemoArgs) -> ExitCode {
             .end_date
             .unwrap_or_else(adlake_ingest::demo::yesterday_utc),
         commit_per_source: args.commit_per_source,
+        incidents: !args.no_incidents,
     };
     match run_demo(&opts, Progress::Auto).await {
         Ok(summary) => {

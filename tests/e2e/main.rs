@@ -47,6 +47,7 @@ fn config() -> SyntheticConfig {
         rows: ROWS,
         seed: SEED,
         end_date: END_DATE.parse().unwrap(),
+        incidents: true,
     }
 }
 

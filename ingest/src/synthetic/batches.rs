@@ -14,7 +14,7 @@ use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone};
 use super::model::{ClientModel, IdLevel, Market, ad_templates, render_id};
 use super::names::{EMAIL_DOMAINS, FIRST_NAMES, HOOKS, LAST_NAMES, slugify, themes};
 use super::noise::Noise;
-use super::{Inner, Synthetic, Vertical};
+use super::{Incident, Inner, Synthetic, Vertical};
 use crate::lake::lineage::Lineage;
 use crate::pii::customer_key;
 use crate::sources::connectors::Platform;
@@ -186,7 +186,9 @@ impl Inner {
             .at(u64::from(day));
         let n = model.noise.at(TAG_AD).at(ad_idx as u64).at(u64::from(day));
 
+        let response = &model.response[ad.campaign as usize];
         let expected = camp.impressions
+            * f64::from(response.budget[day as usize])
             * f64::from(ad.weight)
             * weekday_factor(date, b2b)
             * season_impressions
@@ -202,7 +204,10 @@ impl Inner {
         } else {
             clicks as f64 * camp.cpc * season_cpc * n.lognormal(4, 0.12)
         };
-        let expected_conversions = clicks as f64 * camp.cvr * n.lognormal(5, 0.25);
+        let expected_conversions = clicks as f64
+            * camp.cvr
+            * f64::from(response.efficiency[day as usize])
+            * n.lognormal(5, 0.25);
         let conversions = if camp.platform.fractional_conversions() {
             // Data-driven attribution hands out fractions of a conversion.
             (expected_conversions * 100.0).round() / 100.0
@@ -730,7 +735,25 @@ impl AdPerformanceBatches {
         let camp = &model.campaigns[ad.campaign as usize];
         let group = &model.ad_groups[ad.ad_group as usize];
         let account = &profile.accounts[camp.account];
-        let m = inner.ad_day(model, ad_idx, day);
+        let mut m = inner.ad_day(model, ad_idx, day);
+        // An incident changes what the platform reports, not what happened:
+        // orders and sessions (from `ad_day`) are unchanged.
+        match model.incident {
+            Some(Incident::TrackingOutage {
+                platform,
+                first_day,
+                days,
+            }) if platform == camp.platform && (first_day..first_day + days).contains(&day) => {
+                m.conversions = 0.0;
+                m.value_cents = 0;
+            }
+            Some(Incident::SpendSpike { campaign, day: d })
+                if campaign == ad.campaign && d == day =>
+            {
+                m.spend_cents *= 3;
+            }
+            _ => {}
+        }
 
         cols.client_id.append_value(&profile.id);
         cols.date.append_value(inner.days[day as usize].epoch_day);

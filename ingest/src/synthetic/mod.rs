@@ -33,6 +33,7 @@ pub(crate) use batches::customer_email as batches_customer_email;
 mod model;
 mod names;
 mod noise;
+mod response;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use crate::lake::lineage::Lineage;
 use crate::sources::connectors::Platform;
 
 pub use self::names::slugify;
+pub use self::response::Incident;
 
 /// The `_source` lineage value of synthetic rows.
 pub const SYNTHETIC_SOURCE: &str = "synthetic/1";
@@ -74,6 +76,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Last report date of the window.
     pub end_date: NaiveDate,
+    /// Inject one incident per client (a two-day conversion tracking outage
+    /// or a day of tripled spend; see [`Incident`]) in the last two weeks.
+    pub incidents: bool,
 }
 
 impl SyntheticConfig {
@@ -264,8 +269,22 @@ impl Synthetic {
         };
         if valid {
             let rows = model::allocate_rows(&models, config.rows, noise.at(2));
-            for ((profile, model), account_rows) in profiles.iter().zip(&mut models).zip(&rows) {
+            for (client, ((profile, model), account_rows)) in
+                profiles.iter().zip(&mut models).zip(&rows).enumerate()
+            {
                 model::build_ads(profile, model, account_rows, config.days);
+                model.response = (0..model.campaigns.len())
+                    .map(|c| response::CampaignResponse::new(model.noise, c, config.days as usize))
+                    .collect();
+                if config.incidents {
+                    model.incident = response::incident(
+                        model.noise,
+                        client,
+                        config.days,
+                        &profile.platforms,
+                        model.campaigns.len(),
+                    );
+                }
             }
         }
         let mut currencies: Vec<String> = profiles
@@ -314,6 +333,38 @@ impl Synthetic {
     /// First and last report date (inclusive), `None` for an empty window.
     pub fn date_range(&self) -> Option<(NaiveDate, NaiveDate)> {
         Some((self.inner.days.first()?.date, self.inner.days.last()?.date))
+    }
+
+    /// The injected incidents: client id, first date, last date, and what
+    /// happened (`tracking_outage <platform>` or `spend_spike <campaign id>`).
+    pub fn incidents(&self) -> Vec<(String, NaiveDate, NaiveDate, String)> {
+        let inner = &self.inner;
+        let date = |day: u32| inner.days[day as usize].date;
+        inner
+            .profiles
+            .iter()
+            .zip(&inner.models)
+            .filter_map(|(profile, model)| {
+                Some(match model.incident.as_ref()? {
+                    Incident::TrackingOutage {
+                        platform,
+                        first_day,
+                        days,
+                    } => (
+                        profile.id.clone(),
+                        date(*first_day),
+                        date(first_day + days - 1),
+                        format!("tracking_outage {}", platform.as_str()),
+                    ),
+                    Incident::SpendSpike { campaign, day } => (
+                        profile.id.clone(),
+                        date(*day),
+                        date(*day),
+                        format!("spend_spike {}", model.campaigns[*campaign as usize].id),
+                    ),
+                })
+            })
+            .collect()
     }
 
     /// Every currency used by an account or a shop, plus USD and EUR.

@@ -635,6 +635,10 @@ pub(super) struct ClientModel {
     pub(super) customers: u64,
     /// First order id.
     pub(super) order_id_base: u64,
+    /// Each campaign's budget and response, by campaign index.
+    pub(super) response: Vec<super::response::CampaignResponse>,
+    /// The client's injected incident, if any.
+    pub(super) incident: Option<super::response::Incident>,
 }
 
 impl ClientModel {
@@ -773,6 +777,8 @@ pub(super) fn build_profiles(
             organic_cvr: rng.random_range(0.012..0.028),
             customers: 0,
             order_id_base: rng.random_range(4_100_000_000_000u64..6_200_000_000_000),
+            response: Vec::new(),
+            incident: None,
         };
         profiles.push(profile);
         models.push(model);

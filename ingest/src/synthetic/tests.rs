@@ -18,6 +18,7 @@ fn config(seed: u64) -> SyntheticConfig {
         rows: 40_000,
         seed,
         end_date: NaiveDate::from_ymd_opt(2025, 5, 31).unwrap(),
+        incidents: false,
     }
 }
 

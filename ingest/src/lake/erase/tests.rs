@@ -18,6 +18,7 @@ fn config() -> SyntheticConfig {
         rows: 600,
         seed: 11,
         end_date: NaiveDate::from_ymd_opt(2025, 5, 31).unwrap(),
+        incidents: false,
     }
 }
 

@@ -29,6 +29,7 @@ fn demo_config() -> crate::synthetic::SyntheticConfig {
         rows: 800,
         seed: 7,
         end_date: NaiveDate::from_ymd_opt(2025, 3, 31).unwrap(),
+        incidents: false,
     }
 }
 

@@ -521,6 +521,7 @@ async fn fx_rates_replace_their_date_range() {
         rows: 500,
         seed: 3,
         end_date: day(10),
+        incidents: false,
     });
     let all: Vec<RecordBatch> = s.fx_rates().collect();
     let per_day = all.iter().map(RecordBatch::num_rows).sum::<usize>() / 10;
@@ -539,6 +540,7 @@ async fn fx_rates_replace_their_date_range() {
         rows: 500,
         seed: 3,
         end_date: day(5),
+        incidents: false,
     });
     WriteSliceBuilder::new(&wh, &FX_RATES)
         .with_date_range(day(4), day(5))
@@ -575,6 +577,7 @@ async fn synthetic_slices_round_trip_through_delta() {
         rows: 4_000,
         seed: 11,
         end_date: day(20),
+        incidents: false,
     };
     let s = Synthetic::new(cfg.clone()).with_batch_rows(500);
     let client = &s.clients()[0];

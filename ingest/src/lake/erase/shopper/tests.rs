@@ -14,6 +14,7 @@ fn config() -> SyntheticConfig {
         rows: 600,
         seed: 5,
         end_date: NaiveDate::from_ymd_opt(2025, 5, 31).unwrap(),
+        incidents: false,
     }
 }
 
