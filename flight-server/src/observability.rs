@@ -109,6 +109,14 @@ struct FreshnessLabels {
     source: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QualityLabels {
+    client: String,
+    source: String,
+    check: String,
+    severity: String,
+}
+
 /// The metric families of the process.
 pub struct Metrics {
     registry: Registry,
@@ -123,6 +131,7 @@ pub struct Metrics {
     table_files: Family<TableLabel, Gauge>,
     table_bytes: Family<TableLabel, Gauge>,
     freshness: Family<FreshnessLabels, Gauge<f64, AtomicU64>>,
+    quality: Family<QualityLabels, Gauge>,
     cache_bytes: Gauge,
     cache_entries: Gauge,
     ingest_runs: Family<RunLabels, Gauge>,
@@ -167,6 +176,7 @@ impl Metrics {
         let table_files = Family::<TableLabel, Gauge>::default();
         let table_bytes = Family::<TableLabel, Gauge>::default();
         let freshness = Family::<FreshnessLabels, Gauge<f64, AtomicU64>>::default();
+        let quality = Family::<QualityLabels, Gauge>::default();
         let cache_bytes = Gauge::default();
         let cache_entries = Gauge::default();
         let ingest_runs = Family::<RunLabels, Gauge>::default();
@@ -246,6 +256,11 @@ impl Metrics {
             freshness.clone(),
         );
         registry.register(
+            "data_quality_findings",
+            "Findings of data_quality() for yesterday, per client, source, check and severity",
+            quality.clone(),
+        );
+        registry.register(
             "cache_bytes",
             "Bytes held by the result cache",
             cache_bytes.clone(),
@@ -313,6 +328,7 @@ impl Metrics {
             table_files,
             table_bytes,
             freshness,
+            quality,
             cache_bytes,
             cache_entries,
             ingest_runs,
@@ -583,6 +599,85 @@ pub fn set_freshness_lag(client: &str, source: &str, seconds: f64) {
         .set(seconds);
 }
 
+/// Replaces the data-quality findings: one count per client, source, check
+/// and severity; a finding that went away leaves no series.
+pub fn set_quality_findings<'a>(findings: impl IntoIterator<Item = [&'a str; 4]>) {
+    let family = &global().quality;
+    family.clear();
+    for [client, source, check, severity] in findings {
+        family
+            .get_or_create(&QualityLabels {
+                client: client.to_owned(),
+                source: source.to_owned(),
+                check: check.to_owned(),
+                severity: severity.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Recomputes the data-quality findings when a fact table moved, the day
+/// changed, or five minutes passed.
+async fn refresh_quality(engine: &adlake_engine::Engine) {
+    use arrow::array::AsArray;
+    type Stamp = (Vec<Option<u64>>, chrono::NaiveDate, std::time::Instant);
+    static LAST: Mutex<Option<Stamp>> = Mutex::new(None);
+    let versions: Vec<Option<u64>> = ["ad_performance", "web_sessions", "orders"]
+        .iter()
+        .map(|t| engine.catalog().snapshot(t).and_then(|s| s.version))
+        .collect();
+    if versions[0].is_none() {
+        return;
+    }
+    let today = engine.now().date_naive();
+    if let Some((v, day, at)) = &*LAST.lock().expect("quality lock poisoned")
+        && *v == versions
+        && *day == today
+        && at.elapsed() < Duration::from_secs(300)
+    {
+        return;
+    }
+    let sql = "SELECT client_id, source, \"check\", severity FROM data_quality()";
+    let batches = match engine
+        .execute_sql(&adlake_engine::Scope::AllClients, sql, true)
+        .await
+    {
+        Ok(answer) => futures::TryStreamExt::try_collect::<Vec<_>>(answer.batches).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot compute data quality for /metrics");
+            return;
+        }
+    };
+    let batches = match batches {
+        Ok(batches) => batches,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot compute data quality for /metrics");
+            return;
+        }
+    };
+    let mut findings = Vec::new();
+    for batch in &batches {
+        let text: Vec<arrow::array::ArrayRef> = (0..4)
+            .filter_map(|i| {
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).ok()
+            })
+            .collect();
+        if text.len() < 4 {
+            continue;
+        }
+        for row in 0..batch.num_rows() {
+            findings.push([0, 1, 2, 3].map(|i| text[i].as_string::<i32>().value(row).to_string()));
+        }
+    }
+    set_quality_findings(
+        findings
+            .iter()
+            .map(|f| [f[0].as_str(), f[1].as_str(), f[2].as_str(), f[3].as_str()]),
+    );
+    *LAST.lock().expect("quality lock poisoned") =
+        Some((versions, today, std::time::Instant::now()));
+}
+
 static ENGINE: Mutex<Option<std::sync::Weak<adlake_engine::Engine>>> = Mutex::new(None);
 
 /// Lets `/metrics` refresh the table and freshness gauges from this engine
@@ -614,6 +709,7 @@ pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
         let (files, bytes) = snapshot.file_stats();
         observe_table(snapshot.def.name, snapshot.version, files, bytes);
     }
+    refresh_quality(engine).await;
     static LAST: Mutex<Option<(Option<u64>, std::time::Instant)>> = Mutex::new(None);
     let Some(runs) = engine.catalog().snapshot("ingest_runs") else {
         return;
@@ -650,6 +746,28 @@ pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_quality_findings_replace_the_previous_ones() {
+        set_quality_findings([
+            ["acme", "meta_ads", "stopped", "critical"],
+            ["acme", "ga4", "missing_day", "warning"],
+            ["acme", "ga4", "missing_day", "warning"],
+        ]);
+        let text = global().render();
+        assert!(text.contains(
+            "adlake_data_quality_findings{client=\"acme\",source=\"meta_ads\",check=\"stopped\",severity=\"critical\"} 1"
+        ), "{text}");
+        assert!(text.contains(
+            "adlake_data_quality_findings{client=\"acme\",source=\"ga4\",check=\"missing_day\",severity=\"warning\"} 2"
+        ));
+        set_quality_findings([["acme", "ga4", "missing_day", "warning"]]);
+        let text = global().render();
+        assert!(
+            !text.contains("check=\"stopped\""),
+            "a resolved finding leaves no series"
+        );
+    }
 
     #[test]
     fn renders_prometheus_text_with_every_family() {

@@ -44,6 +44,7 @@
 //!     rows: 50_000,
 //!     seed: 42,
 //!     end_date: NaiveDate::from_ymd_opt(2025, 6, 30).unwrap(),
+//!     incidents: true,
 //! };
 //! let synthetic = Synthetic::new(config.clone());
 //! let client = &synthetic.clients()[0];

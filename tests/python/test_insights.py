@@ -250,3 +250,40 @@ def test_the_demos_tracking_outages_are_found(adbc_connect, principals: Principa
     )
     reported = set(zip(*(found.column(c).to_pylist() for c in ("client_id", "platform", "date"))))
     assert outages <= reported, outages - reported
+
+
+def test_data_quality_flags_the_outage_day_for_its_client_only(
+    pb, stub, adbc_connect, principals: Principals, warehouse: Warehouse
+):
+    _, messages, _ = pb
+    t = warehouse.read("ad_performance", ["client_id", "platform", "date", "clicks", "conversions"])
+    con = duckdb.connect()
+    con.register("ads", t)
+    # The first day of an injected tracking outage, from the files.
+    client, platform, day = con.execute(
+        "SELECT client_id, platform, date FROM ads GROUP BY ALL "
+        "HAVING sum(clicks) > 200 AND sum(conversions) = 0 ORDER BY date, client_id LIMIT 1"
+    ).fetchone()
+    sql = f"SELECT * FROM data_quality('{day}')"
+    rows = query(adbc_connect(principals.agency), sql).to_pylist()
+    assert {r["check"] for r in rows} <= {"stopped", "missing_day", "volume", "drift"}
+    hits = [
+        r
+        for r in rows
+        if (r["client_id"], r["source"], r["date"], r["check"]) == (client, platform, day, "volume")
+        and r["detail"].startswith("conversions 0.00")
+    ]
+    assert len(hits) == 1 and hits[0]["severity"] == "critical", rows
+
+    # Another client's token never sees the finding; the client's own does.
+    owner = principals.a if client == warehouse.clients[0] else principals.b if client == warehouse.clients[1] else None
+    other = principals.b if owner is principals.a else principals.a
+    theirs = query(adbc_connect(other), sql).to_pylist()
+    assert all(r["client_id"] != client for r in theirs)
+    if owner is not None:
+        response = stub.GetDataQuality(
+            messages.GetDataQualityRequest(as_of=day.isoformat()), metadata=auth(owner.token), timeout=CALL_TIMEOUT_S
+        )
+        got = [(f.client_id, f.source, f.date, f.check, f.severity) for f in response.findings]
+        assert (client, platform, day.isoformat(), "volume", messages.SEVERITY_CRITICAL) in got
+        assert {f.client_id for f in response.findings} == {client}

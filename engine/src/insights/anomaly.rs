@@ -6,13 +6,23 @@
 //! stands out in the remainder. A day is anomalous when its remainder,
 //! divided by the robust spread of all remainders (1.4826 × the median
 //! absolute deviation, the standard deviation of a normal), is beyond the
-//! threshold. The expected value is trend plus weekly pattern, and the
+//! threshold (default 3). The expected value is trend plus weekly pattern, and the
 //! band around it is the threshold times the spread.
 
 use augurs_mstl::stlrs;
 
 /// The default threshold, in robust standard deviations.
-pub const DEFAULT_THRESHOLD: f64 = 3.5;
+pub const DEFAULT_THRESHOLD: f64 = 3.0;
+
+/// Days of the seasonal and the trend smoothers. STL's defaults for a
+/// weekly period (7 and 11 days) follow the noise closely enough that the
+/// remainder's spread is underestimated and one day in twenty-five is
+/// flagged; these keep the weekly pattern and a month's trend while
+/// leaving one-day deviations in the remainder (`examples/insights_accuracy.rs`
+/// measures the choice: precision 0.87, recall 0.92 for deviations over
+/// three standard deviations, against 0.56 and 0.95 with the defaults).
+const SEASONAL_LENGTH: usize = 21;
+const TREND_LENGTH: usize = 29;
 
 /// Values needed for the weekly decomposition (two weeks).
 const WEEKLY_MIN_DAYS: usize = 14;
@@ -93,7 +103,11 @@ pub fn detect(values: &[f64], from: usize, threshold: f64) -> Vec<Anomaly> {
 /// Expected value (trend + weekly pattern) and remainder of each day.
 fn decompose(y: &[f64]) -> (Vec<f64>, Vec<f64>) {
     if y.len() >= WEEKLY_MIN_DAYS {
-        let fit = stlrs::params().robust(true).fit(y, 7);
+        let fit = stlrs::params()
+            .robust(true)
+            .seasonal_length(SEASONAL_LENGTH)
+            .trend_length(TREND_LENGTH)
+            .fit(y, 7);
         if let Ok(fit) = fit {
             let expected: Vec<f64> = fit
                 .trend()

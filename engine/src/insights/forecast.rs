@@ -2,9 +2,11 @@
 //!
 //! The model is the `augurs` crates': MSTL with a weekly period
 //! decomposes the history into trend, weekly seasonality and remainder,
-//! and AutoETS (non-seasonal, chosen by AICc among the error/trend
-//! combinations) forecasts the seasonally adjusted series; the weekly
-//! pattern is added back. Shorter histories fall back to AutoETS alone,
+//! and AutoETS (non-seasonal with a damped trend, chosen by AICc among the
+//! error/trend combinations) forecasts the seasonally adjusted series; the
+//! weekly pattern is added back. Damping and a slow seasonal smoother are
+//! what the backtest in `benches/harness/insights.py` chose: budget changes
+//! are steps that an undamped trend extrapolates. Shorter histories fall back to AutoETS alone,
 //! then to the mean. Every value is a non-negative amount (spend, clicks,
 //! orders), so forecasts and bounds are clamped at zero.
 
@@ -17,6 +19,10 @@ pub const WEEKLY_MIN_DAYS: usize = 28;
 
 /// Days of history from which AutoETS alone is used.
 pub const ETS_MIN_DAYS: usize = 10;
+
+/// Days of MSTL's seasonal smoother: a weekly pattern that changes slowly,
+/// so the last week's noise is not carried into every forecast week.
+const SEASONAL_LENGTH: usize = 35;
 
 /// The longest horizon, in days.
 pub const MAX_HORIZON_DAYS: usize = 90;
@@ -111,8 +117,18 @@ fn usable(f: augurs_core::Forecast, horizon: usize) -> Option<augurs_core::Forec
 }
 
 fn weekly(y: &[f64], horizon: usize, level: f64) -> Option<augurs_core::Forecast> {
-    let trend = AutoETS::non_seasonal().into_trend_model();
-    let fitted = MSTLModel::new(vec![7], trend).fit(y).ok()?;
+    let trend = AutoETS::non_seasonal()
+        .damped(true)
+        .ok()?
+        .into_trend_model();
+    let mut stl = augurs_mstl::stlrs::params();
+    stl.seasonal_length(SEASONAL_LENGTH);
+    let mut mstl = augurs_mstl::stlrs::MstlParams::new();
+    mstl.stl_params(stl);
+    let fitted = MSTLModel::new(vec![7], trend)
+        .mstl_params(mstl)
+        .fit(y)
+        .ok()?;
     usable(fitted.predict(horizon, level).ok()?, horizon)
 }
 

@@ -2,8 +2,9 @@
 //! metric layer's daily series.
 //!
 //! The models are pure functions over `f64` series ([`forecast`],
-//! [`anomaly`], [`budget`]); [`sql`] makes them the table functions
-//! `forecast(...)`, `anomalies(...)` and `budget_advice(...)`, registered
+//! [`anomaly`], [`budget`], and the data-quality checks in [`quality`]);
+//! [`sql`] makes them the table functions `forecast(...)`,
+//! `anomalies(...)`, `budget_advice(...)` and `data_quality(...)`, registered
 //! in each caller's session beside `metric_query(...)`. Their series come
 //! from a metric query run in that session, so they see exactly the rows
 //! the caller may see, and their plans run under the query's deadline,
@@ -12,6 +13,7 @@
 pub mod anomaly;
 pub mod budget;
 pub mod forecast;
+pub mod quality;
 pub mod sql;
 
 use std::collections::BTreeMap;

@@ -31,10 +31,14 @@ use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 
-use super::{Series, anomaly, budget, daily_series, forecast};
+use datafusion::execution::context::SessionState;
+
+use super::{Series, anomaly, budget, daily_series, forecast, quality};
 use crate::Scope;
 use crate::clock::Clock;
-use crate::semantic::sql::{Finish, MetricTable, function_error, list, prepare, to_batch};
+use crate::semantic::sql::{
+    Answer, Finish, MetricTable, Prepared, function_error, list, prepare, run_prepared, to_batch,
+};
 use crate::semantic::{
     Cell, DateRange, MetricKind, MetricQuery, MetricResult, MetricsConfig, dimension, metrics_for,
 };
@@ -45,6 +49,8 @@ pub const FORECAST: &str = "forecast";
 pub const ANOMALIES: &str = "anomalies";
 /// The name of the budget advice function.
 pub const BUDGET_ADVICE: &str = "budget_advice";
+/// The name of the data-quality function.
+pub const DATA_QUALITY: &str = "data_quality";
 
 /// The statement `SELECT * FROM <function>('<arg>', …)`, every argument a
 /// text literal (quotes doubled), for surfaces that take typed requests
@@ -65,6 +71,7 @@ enum Kind {
     Forecast,
     Anomalies,
     BudgetAdvice,
+    DataQuality,
 }
 
 impl Kind {
@@ -73,6 +80,7 @@ impl Kind {
             Self::Forecast => FORECAST,
             Self::Anomalies => ANOMALIES,
             Self::BudgetAdvice => BUDGET_ADVICE,
+            Self::DataQuality => DATA_QUALITY,
         }
     }
 
@@ -82,10 +90,13 @@ impl Kind {
                 "forecast('<metric>', '<dimensions>', <horizon_days> [, 'interval=0.8;history_days=365;as_of=YYYY-MM-DD;currency=XXX;time_zone=Area/City'])"
             }
             Self::Anomalies => {
-                "anomalies('<metrics>', '<dimensions>', '<start>', '<end>' | '<relative range>' [, 'threshold=3.5;history_days=56;currency=XXX;time_zone=Area/City'])"
+                "anomalies('<metrics>', '<dimensions>', '<start>', '<end>' | '<relative range>' [, 'threshold=3;history_days=56;currency=XXX;time_zone=Area/City'])"
             }
             Self::BudgetAdvice => {
                 "budget_advice('<dimensions>', '<start>', '<end>' | '<relative range>', <total_daily_budget> [, 'value=conversion_value|conversions;max_change=0.5;current_days=7;currency=XXX;time_zone=Area/City'])"
+            }
+            Self::DataQuality => {
+                "data_quality(['<as_of YYYY-MM-DD>' [, 'lookback_days=56;threshold=4;time_zone=Area/City']])"
             }
         }
     }
@@ -106,25 +117,30 @@ pub struct InsightFunction {
 }
 
 impl InsightFunction {
-    /// The three functions for a caller in `scope`, by name; relative
+    /// The insight functions for a caller in `scope`, by name; relative
     /// ranges are resolved at `clock`.
     pub fn all(
         scope: &Scope,
         config: &Arc<MetricsConfig>,
         clock: &Clock,
     ) -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
-        [Kind::Forecast, Kind::Anomalies, Kind::BudgetAdvice]
-            .into_iter()
-            .map(|kind| {
-                let function: Arc<dyn TableFunctionImpl> = Arc::new(Self {
-                    kind,
-                    scope: scope.clone(),
-                    config: Arc::clone(config),
-                    clock: clock.clone(),
-                });
-                (kind.name(), function)
-            })
-            .collect()
+        [
+            Kind::Forecast,
+            Kind::Anomalies,
+            Kind::BudgetAdvice,
+            Kind::DataQuality,
+        ]
+        .into_iter()
+        .map(|kind| {
+            let function: Arc<dyn TableFunctionImpl> = Arc::new(Self {
+                kind,
+                scope: scope.clone(),
+                config: Arc::clone(config),
+                clock: clock.clone(),
+            });
+            (kind.name(), function)
+        })
+        .collect()
     }
 }
 
@@ -139,6 +155,7 @@ impl TableFunctionImpl for InsightFunction {
             Kind::Forecast => self.forecast(&args)?,
             Kind::Anomalies => self.anomalies(&args)?,
             Kind::BudgetAdvice => self.budget_advice(&args)?,
+            Kind::DataQuality => self.data_quality(&args)?,
         };
         Ok(Arc::new(table))
     }
@@ -355,10 +372,13 @@ impl InsightFunction {
         }
         fields.push(Field::new("model", DataType::Utf8, false));
         let finish = ForecastFinish {
-            dims,
-            metrics,
-            start,
-            end,
+            spec: SeriesSpec {
+                kind,
+                dims,
+                metrics,
+                start,
+                end,
+            },
             horizon,
             level,
         };
@@ -411,11 +431,14 @@ impl InsightFunction {
         }
         fields.push(Field::new("direction", DataType::Utf8, false));
         let finish = AnomalyFinish {
-            dims,
-            metrics,
-            start,
+            spec: SeriesSpec {
+                kind,
+                dims,
+                metrics,
+                start,
+                end,
+            },
             from,
-            end,
             threshold,
         };
         Ok(MetricTable::new(
@@ -480,10 +503,13 @@ impl InsightFunction {
         }
         fields.push(Field::new("note", DataType::Utf8, true));
         let finish = BudgetFinish {
-            dims,
-            metrics,
-            start,
-            end,
+            spec: SeriesSpec {
+                kind,
+                dims,
+                metrics,
+                start,
+                end,
+            },
             total,
             max_change,
             current_days: current_days as usize,
@@ -494,6 +520,157 @@ impl InsightFunction {
             relative,
             Arc::new(finish),
         ))
+    }
+}
+
+impl InsightFunction {
+    fn data_quality(&self, args: &[String]) -> Result<MetricTable> {
+        use crate::semantic::{Filter, FilterOp};
+        let kind = Kind::DataQuality;
+        if args.len() > 2 {
+            return Err(kind.error(format!("takes 0 to 2 arguments, got {}", args.len())));
+        }
+        let options = Options::parse(kind, args.get(1), &["lookback_days", "threshold"])?;
+        let lookback = options.days("lookback_days", quality::DEFAULT_LOOKBACK_DAYS, 14, 730)?;
+        let threshold = options.number("threshold", quality::DEFAULT_THRESHOLD, 1.0, 50.0)?;
+        let daily = |metrics: &[&str], source: Option<&str>, range: DateRange| {
+            let mut dims = vec!["client_id".to_string()];
+            dims.extend(source.map(str::to_string));
+            options.query(
+                metrics.iter().map(|m| m.to_string()).collect(),
+                &dims,
+                range,
+            )
+        };
+        let (as_of, relative) = match args.first().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+            Some(text) => (
+                text.parse::<NaiveDate>().map_err(|_| {
+                    kind.error(format!("as_of '{text}' is not a date (YYYY-MM-DD)"))
+                })?,
+                None,
+            ),
+            None => {
+                let yesterday = DateRange::Relative("yesterday".into());
+                let (day, _) = self.prepare(&daily(&["spend"], None, yesterday))?.range();
+                (day, Some("yesterday".to_string()))
+            }
+        };
+        let range = DateRange::Absolute {
+            start: as_of - Days::new(lookback - 1),
+            end: as_of,
+        };
+        let mut ads = daily(
+            &["spend", "clicks", "conversions"],
+            Some("currency"),
+            range.clone(),
+        );
+        ads.dimensions.insert(2, "platform".into());
+        ads.zero_fill = false;
+        let mut paid = daily(&["sessions"], None, range.clone());
+        paid.zero_fill = false;
+        let medium = |op, value: &str| Filter::Condition {
+            dimension: "utm_medium".into(),
+            op,
+            values: vec![value.into()],
+        };
+        // GA4's paid channels: a medium with "cp" (cpc, cpm, cpv), "ppc",
+        // "paid…" or "retargeting".
+        paid.filter = Some(Filter::Or(vec![
+            medium(FilterOp::Contains, "cp"),
+            medium(FilterOp::Equals, "ppc"),
+            medium(FilterOp::Contains, "paid"),
+            medium(FilterOp::Contains, "retargeting"),
+        ]));
+        let mut sessions = daily(&["sessions"], None, range.clone());
+        sessions.zero_fill = false;
+        let mut orders = daily(&["orders"], None, range);
+        orders.zero_fill = false;
+        let answer = QualityAnswer {
+            ads: self.prepare(&ads)?,
+            paid: self.prepare(&paid)?,
+            sessions: self.prepare(&sessions)?,
+            orders: self.prepare(&orders)?,
+            as_of,
+            threshold,
+        };
+        let fields = vec![
+            Field::new("client_id", DataType::Utf8, false),
+            Field::new("source", DataType::Utf8, false),
+            Field::new("date", DataType::Date32, false),
+            Field::new("check", DataType::Utf8, false),
+            Field::new("severity", DataType::Utf8, false),
+            Field::new("detail", DataType::Utf8, false),
+        ];
+        Ok(MetricTable::of(
+            Arc::new(Schema::new(fields)),
+            Arc::new(answer),
+            relative,
+        ))
+    }
+}
+
+/// The data-quality checks over four daily metric answers.
+#[derive(Debug)]
+struct QualityAnswer {
+    ads: Prepared,
+    paid: Prepared,
+    sessions: Prepared,
+    orders: Prepared,
+    as_of: NaiveDate,
+    threshold: f64,
+}
+
+#[async_trait]
+impl Answer for QualityAnswer {
+    fn tables(&self) -> Vec<&'static str> {
+        let mut tables: Vec<&'static str> = [&self.ads, &self.sessions, &self.orders]
+            .iter()
+            .flat_map(|p| p.tables())
+            .collect();
+        tables.sort_unstable();
+        tables.dedup();
+        tables
+    }
+
+    async fn answer(&self, state: &SessionState, schema: &SchemaRef) -> Result<RecordBatch> {
+        let external = |e| DataFusionError::External(Box::new(e));
+        let ads = run_prepared(state, &self.ads).await.map_err(external)?;
+        let mut tracks = quality::tracks(
+            &ads,
+            Some("platform"),
+            "",
+            &["spend", "clicks", "conversions"],
+        );
+        // GA4 and Shopify are checked where the warehouse has them.
+        if let Ok(sessions) = run_prepared(state, &self.sessions).await {
+            tracks.extend(quality::tracks(&sessions, None, "ga4", &["sessions"]));
+        }
+        if let Ok(orders) = run_prepared(state, &self.orders).await {
+            tracks.extend(quality::tracks(&orders, None, "shopify", &["orders"]));
+        }
+        let mut paid = BTreeMap::new();
+        if let Ok(result) = run_prepared(state, &self.paid).await {
+            for t in quality::tracks(&result, None, "ga4", &["sessions"]) {
+                for (day, v) in t.days {
+                    paid.insert((t.client_id.clone(), day), v[0]);
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+        let rows: Vec<Vec<Cell>> = quality::check(&tracks, &paid, self.as_of, self.threshold)
+            .into_iter()
+            .map(|f| {
+                vec![
+                    Cell::Text(f.client_id),
+                    Cell::Text(f.source),
+                    Cell::Date(f.date),
+                    Cell::Text(f.check.to_string()),
+                    Cell::Text(f.severity.name().to_string()),
+                    Cell::Text(f.detail),
+                ]
+            })
+            .collect();
+        to_batch(schema, &rows)
     }
 }
 
@@ -522,40 +699,28 @@ fn model_error(message: String) -> DataFusionError {
     DataFusionError::External(Box::new(crate::error::Error::InvalidSql(message)))
 }
 
-/// The series of a daily answer.
-fn series_of(
+/// Which series of a daily answer a model reads.
+#[derive(Debug)]
+struct SeriesSpec {
     kind: Kind,
-    result: &MetricResult,
-    dims: &[String],
-    metrics: &[String],
+    dims: Vec<String>,
+    metrics: Vec<String>,
+    /// First day of the series.
     start: NaiveDate,
+    /// Last day.
     end: NaiveDate,
-) -> Result<Vec<Series>> {
-    daily_series(result, dims, metrics, start, end)
-        .map_err(|m| model_error(format!("{}: {m}", kind.name())))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn statements_quote_every_argument() {
-        let sql = super::statement(
-            "forecast",
-            &["spend".into(), "x'); DROP TABLE t; --".into()],
-        );
-        assert_eq!(
-            sql,
-            "SELECT * FROM forecast('spend', 'x''); DROP TABLE t; --')"
-        );
+impl SeriesSpec {
+    fn series(&self, result: &MetricResult) -> Result<Vec<Series>> {
+        daily_series(result, &self.dims, &self.metrics, self.start, self.end)
+            .map_err(|m| model_error(format!("{}: {m}", self.kind.name())))
     }
 }
 
 #[derive(Debug)]
 struct ForecastFinish {
-    dims: Vec<String>,
-    metrics: Vec<String>,
-    start: NaiveDate,
-    end: NaiveDate,
+    spec: SeriesSpec,
     horizon: usize,
     level: f64,
 }
@@ -563,20 +728,13 @@ struct ForecastFinish {
 #[async_trait]
 impl Finish for ForecastFinish {
     async fn finish(&self, result: MetricResult, schema: &SchemaRef) -> Result<RecordBatch> {
-        let series = series_of(
-            Kind::Forecast,
-            &result,
-            &self.dims,
-            &self.metrics,
-            self.start,
-            self.end,
-        )?;
+        let series = self.spec.series(&result)?;
         let mut rows = Vec::with_capacity(series.len() * self.horizon);
         for s in &series {
             let f = forecast::forecast(&s.values[0], self.horizon, self.level);
             for day in 0..self.horizon {
                 let mut row: Vec<Cell> = key_cells(s).collect();
-                row.push(Cell::Date(self.end + Days::new(day as u64 + 1)));
+                row.push(Cell::Date(self.spec.end + Days::new(day as u64 + 1)));
                 row.push(Cell::Number(f.point[day]));
                 row.push(Cell::Number(f.lower[day]));
                 row.push(Cell::Number(f.upper[day]));
@@ -591,28 +749,18 @@ impl Finish for ForecastFinish {
 
 #[derive(Debug)]
 struct AnomalyFinish {
-    dims: Vec<String>,
-    metrics: Vec<String>,
-    /// First day of the series (context included).
-    start: NaiveDate,
+    /// The series, context included.
+    spec: SeriesSpec,
     /// First day examined.
     from: NaiveDate,
-    end: NaiveDate,
     threshold: f64,
 }
 
 #[async_trait]
 impl Finish for AnomalyFinish {
     async fn finish(&self, result: MetricResult, schema: &SchemaRef) -> Result<RecordBatch> {
-        let series = series_of(
-            Kind::Anomalies,
-            &result,
-            &self.dims,
-            &self.metrics,
-            self.start,
-            self.end,
-        )?;
-        let from = usize::try_from((self.from - self.start).num_days()).unwrap_or(0);
+        let series = self.spec.series(&result)?;
+        let from = usize::try_from((self.from - self.spec.start).num_days()).unwrap_or(0);
         let mut rows = Vec::new();
         for s in &series {
             let mut found: Vec<(usize, usize, anomaly::Anomaly)> = Vec::new();
@@ -626,8 +774,8 @@ impl Finish for AnomalyFinish {
             found.sort_by_key(|(day, m, _)| (*day, *m));
             for (day, m, a) in found {
                 let mut row: Vec<Cell> = key_cells(s).collect();
-                row.push(Cell::Date(self.start + Days::new(day as u64)));
-                row.push(Cell::Text(self.metrics[m].clone()));
+                row.push(Cell::Date(self.spec.start + Days::new(day as u64)));
+                row.push(Cell::Text(self.spec.metrics[m].clone()));
                 row.extend([a.actual, a.expected, a.lower, a.upper, a.score].map(finite));
                 row.push(Cell::Text(a.direction.name().to_string()));
                 rows.push(row);
@@ -640,11 +788,8 @@ impl Finish for AnomalyFinish {
 
 #[derive(Debug)]
 struct BudgetFinish {
-    dims: Vec<String>,
     /// `spend` and the value.
-    metrics: Vec<String>,
-    start: NaiveDate,
-    end: NaiveDate,
+    spec: SeriesSpec,
     total: f64,
     max_change: f64,
     current_days: usize,
@@ -653,14 +798,7 @@ struct BudgetFinish {
 #[async_trait]
 impl Finish for BudgetFinish {
     async fn finish(&self, result: MetricResult, schema: &SchemaRef) -> Result<RecordBatch> {
-        let series = series_of(
-            Kind::BudgetAdvice,
-            &result,
-            &self.dims,
-            &self.metrics,
-            self.start,
-            self.end,
-        )?;
+        let series = self.spec.series(&result)?;
         let recent = |values: &[f64]| {
             let n = self.current_days.min(values.len()).max(1);
             values[values.len() - n..].iter().sum::<f64>() / n as f64

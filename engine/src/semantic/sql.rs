@@ -254,10 +254,48 @@ impl Finish for Rows {
 #[derive(Debug)]
 pub struct MetricTable {
     schema: SchemaRef,
-    prepared: Arc<Prepared>,
+    answer: Arc<dyn Answer>,
     /// The relative range the dates were resolved from, if they were.
     relative_range: Option<String>,
+}
+
+/// What a metric table computes when its plan runs, over the tables of
+/// the caller's session.
+#[async_trait]
+pub(crate) trait Answer: std::fmt::Debug + Send + Sync {
+    /// The tables it reads.
+    fn tables(&self) -> Vec<&'static str>;
+    /// Its batch of `schema`.
+    async fn answer(&self, state: &SessionState, schema: &SchemaRef) -> Result<RecordBatch>;
+}
+
+/// A prepared metric query, finished by a [`Finish`].
+#[derive(Debug)]
+struct Finished {
+    prepared: Prepared,
     finish: Arc<dyn Finish>,
+}
+
+#[async_trait]
+impl Answer for Finished {
+    fn tables(&self) -> Vec<&'static str> {
+        self.prepared.tables()
+    }
+
+    async fn answer(&self, state: &SessionState, schema: &SchemaRef) -> Result<RecordBatch> {
+        let result = run_prepared(state, &self.prepared)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.finish.finish(result, schema).await
+    }
+}
+
+/// Runs `prepared` over the tables `state` holds (the caller's).
+pub(crate) async fn run_prepared(
+    state: &SessionState,
+    prepared: &Prepared,
+) -> crate::error::Result<MetricResult> {
+    run_on(&Source::Session(state), prepared).await
 }
 
 impl MetricTable {
@@ -268,17 +306,29 @@ impl MetricTable {
         relative_range: Option<String>,
         finish: Arc<dyn Finish>,
     ) -> Self {
+        Self::of(
+            schema,
+            Arc::new(Finished { prepared, finish }),
+            relative_range,
+        )
+    }
+
+    /// The table whose rows `answer` computes.
+    pub(crate) fn of(
+        schema: SchemaRef,
+        answer: Arc<dyn Answer>,
+        relative_range: Option<String>,
+    ) -> Self {
         Self {
             schema,
-            prepared: Arc::new(prepared),
+            answer,
             relative_range,
-            finish,
         }
     }
 
     /// The tables the answer reads (for the result cache's key).
     pub fn tables(&self) -> Vec<&'static str> {
-        self.prepared.tables()
+        self.answer.tables()
     }
 
     /// The relative range (`yesterday`, …) its dates were resolved from at
@@ -368,10 +418,9 @@ impl TableProvider for MetricTable {
                 .with_scheduling_type(SchedulingType::Cooperative),
             ),
             state: state.clone(),
-            prepared: Arc::clone(&self.prepared),
+            answer: Arc::clone(&self.answer),
             full_schema: Arc::clone(&self.schema),
             projection: projection.cloned(),
-            finish: Arc::clone(&self.finish),
         }))
     }
 }
@@ -384,17 +433,15 @@ struct MetricExec {
     properties: Arc<PlanProperties>,
     /// The caller's session: the tables it holds are the caller's.
     state: SessionState,
-    prepared: Arc<Prepared>,
+    answer: Arc<dyn Answer>,
     full_schema: SchemaRef,
     projection: Option<Vec<usize>>,
-    finish: Arc<dyn Finish>,
 }
 
 impl std::fmt::Debug for MetricExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetricExec")
-            .field("tables", &self.prepared.tables())
-            .field("finish", &self.finish)
+            .field("answer", &self.answer)
             .finish_non_exhaustive()
     }
 }
@@ -403,9 +450,9 @@ impl DisplayAs for MetricExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "MetricExec: tables={:?}, finish={:?}",
-            self.prepared.tables(),
-            self.finish
+            "MetricExec: tables={:?}, answer={:?}",
+            self.answer.tables(),
+            self.answer
         )
     }
 }
@@ -447,18 +494,14 @@ impl ExecutionPlan for MetricExec {
                 "MetricExec has one partition, not {partition}"
             )));
         }
-        let (state, prepared, full_schema, projection, finish) = (
+        let (state, answer, full_schema, projection) = (
             self.state.clone(),
-            Arc::clone(&self.prepared),
+            Arc::clone(&self.answer),
             Arc::clone(&self.full_schema),
             self.projection.clone(),
-            Arc::clone(&self.finish),
         );
         let answer = async move {
-            let result = run_on(&Source::Session(&state), &prepared)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let batch = finish.finish(result, &full_schema).await?;
+            let batch = answer.answer(&state, &full_schema).await?;
             match projection {
                 Some(columns) => Ok(batch.project(&columns)?),
                 None => Ok(batch),

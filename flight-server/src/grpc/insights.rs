@@ -6,7 +6,7 @@
 //! admission, deadline, cache and tenancy, and the same numbers as the
 //! function over Flight SQL.
 
-use adlake_engine::insights::sql::{ANOMALIES, BUDGET_ADVICE, FORECAST, statement};
+use adlake_engine::insights::sql::{ANOMALIES, BUDGET_ADVICE, DATA_QUALITY, FORECAST, statement};
 use adlake_engine::semantic::DateRange;
 use adlake_engine::{CacheStatus, Error};
 use adlake_proto::v1 as pb;
@@ -269,6 +269,49 @@ impl pb::insights_service_server::InsightsService for AdlakeGrpc {
             Ok(Response::new(pb::AdviseBudgetResponse {
                 dimensions,
                 advice,
+                cache_status: cache_status(rows.cache),
+            }))
+        })
+        .await
+    }
+
+    async fn get_data_quality(
+        &self,
+        request: Request<pb::GetDataQualityRequest>,
+    ) -> Result<Response<pb::GetDataQualityResponse>, Status> {
+        serve("GetDataQuality", request, |id, request| async move {
+            let started = std::time::Instant::now();
+            let r = request.get_ref();
+            let mut options = Options::default();
+            options.set("lookback_days", r.lookback_days.map(|v| v.to_string()))?;
+            options.set("threshold", r.threshold.map(|v| v.to_string()))?;
+            let as_of = r.as_of.clone().unwrap_or_default();
+            if as_of.contains('\'') {
+                return Err(invalid(format!(
+                    "as_of '{as_of}' is not a date (YYYY-MM-DD)"
+                )));
+            }
+            let sql = statement(DATA_QUALITY, &[as_of, options.text()]);
+            let rows = self
+                .call(id, &request, started, r.bypass_cache, &sql)
+                .await?;
+            let findings = rows
+                .iter()
+                .map(|(b, i)| pb::DataQualityFinding {
+                    client_id: text(b, "client_id", i).unwrap_or_default(),
+                    source: text(b, "source", i).unwrap_or_default(),
+                    date: date(b, "date", i),
+                    check: text(b, "check", i).unwrap_or_default(),
+                    severity: match text(b, "severity", i).as_deref() {
+                        Some("warning") => pb::Severity::Warning,
+                        Some("critical") => pb::Severity::Critical,
+                        _ => pb::Severity::Unspecified,
+                    } as i32,
+                    detail: text(b, "detail", i).unwrap_or_default(),
+                })
+                .collect();
+            Ok(Response::new(pb::GetDataQualityResponse {
+                findings,
                 cache_status: cache_status(rows.cache),
             }))
         })
