@@ -870,3 +870,18 @@ impl Finish for BudgetFinish {
         to_batch(schema, &rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn statements_quote_every_argument() {
+        let sql = super::statement(
+            "forecast",
+            &["spend".into(), "x'); DROP TABLE t; --".into()],
+        );
+        assert_eq!(
+            sql,
+            "SELECT * FROM forecast('spend', 'x''); DROP TABLE t; --')"
+        );
+    }
+}
