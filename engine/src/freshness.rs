@@ -28,6 +28,7 @@ use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
+use crate::dates::{date_to_epoch_day as epoch_day, epoch_day_to_date as date_of_epoch_day};
 use crate::error::{Error, Result};
 
 /// The hour (client-local) by which yesterday's data must be in.
@@ -368,15 +369,6 @@ pub async fn load_landings(
         }
     }
     Ok(landings)
-}
-
-fn epoch_day(date: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    i32::try_from((date - epoch).num_days()).unwrap_or(i32::MAX)
-}
-
-fn date_of_epoch_day(day: i32) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(chrono::Duration::days(day.into()))
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub mod admission;
 pub mod cache;
 pub mod catalog;
 pub mod clock;
+pub mod dates;
 pub mod error;
 pub mod executor;
 pub mod freshness;

@@ -51,6 +51,7 @@ pub const EXPORTED: &[&str] = &[
     "adlake_table_files",
     "adlake_table_bytes",
     "adlake_freshness_lag_seconds",
+    "adlake_data_quality_findings",
     "adlake_cache_bytes",
     "adlake_cache_entries",
     "adlake_ingest_runs",
@@ -776,6 +777,7 @@ mod tests {
         cache_event("hit");
         observe_table("ad_performance", Some(4), 10, 12_345);
         set_freshness_lag("acme", "google_ads", 3600.0);
+        set_quality_findings([["acme", "meta_ads", "stopped", "critical"]]);
         observe_failure(
             "get_flight_info",
             tonic::Code::PermissionDenied,

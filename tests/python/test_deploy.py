@@ -32,6 +32,7 @@ PROMQL_WORDS = {
     "sum", "rate", "by", "without", "histogram_quantile", "clamp_min", "absent", "changes", "or", "and",
     "unless", "le", "on", "ignoring", "group_left", "group_right", "max", "min", "avg", "count", "increase",
     "job", "status", "table", "client", "source", "kind", "event", "instance", "bool", "offset",
+    "check", "severity",
 }  # fmt: skip
 
 
@@ -60,7 +61,7 @@ def metric_names(expr: str) -> set[str]:
 # over the replicas (deploy/prometheus/recording.yml), never summed.
 TABLE_STATE = re.compile(
     r"\badlake_(ingest_(runs|rows_[a-z]+|api_calls_total|retries_total|rate_limit_[a-z_]+|breaker_opens_total)"
-    r"|freshness_lag_seconds|table_(version|files|bytes))\b"
+    r"|freshness_lag_seconds|data_quality_findings|table_(version|files|bytes))\b"
 )
 AGGREGATIONS = ("sum", "max", "min", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk", "quantile")
 

@@ -53,6 +53,7 @@ OTHER_LANGS = {
     "python": "test_demo_start_as_the_readme_says runs it with the printed address and token",
     "text": "test_demo_start_as_the_readme_says: the demo prints these lines",
     "toml": "test_demo_start_as_the_readme_says starts the server with it as --auth-file",
+    "sql": "test_demo_start_as_the_readme_says runs every statement against the demo",
 }
 
 # Platforms adlake has connectors for (the demo generates only these).
@@ -390,6 +391,12 @@ def test_demo_start_as_the_readme_says(fresh_clone: Path):
             # SQL the README quotes runs as written.
             for sql in [s for s in inline_code(readme_text()) if s.upper().startswith("SELECT ")]:
                 query(conn, sql)
+            # And every statement of the ```sql blocks, each with rows.
+            for block in blocks_of("sql"):
+                code = "\n".join(line for line in block.text.splitlines() if not line.lstrip().startswith("--"))
+                for sql in [s.strip() for s in code.split(";") if s.strip()]:
+                    table = query(conn, sql)
+                    assert table.num_rows > 0 or "data_quality" in sql, f"README.md:{block.line}: no rows from {sql}"
         assert stats["clients"] == 5, stats
         yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
         assert stats["last"] in (yesterday, yesterday - timedelta(days=1)), stats

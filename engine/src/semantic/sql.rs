@@ -349,10 +349,7 @@ pub(crate) fn to_batch(schema: &SchemaRef, rows: &[Vec<Cell>]) -> Result<RecordB
                     let mut b = Date32Builder::with_capacity(rows.len());
                     for row in rows {
                         match &row[i] {
-                            Cell::Date(d) => b.append_value(
-                                (*d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"))
-                                    .num_days() as i32,
-                            ),
+                            Cell::Date(d) => b.append_value(crate::dates::date_to_epoch_day(*d)),
                             _ => b.append_null(),
                         }
                     }

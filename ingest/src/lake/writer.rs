@@ -69,8 +69,9 @@ pub fn range_keyed(table: &TableDef) -> bool {
 /// Commit-metadata key holding the run id of every commit this crate makes.
 pub const RUN_ID_METADATA_KEY: &str = "adlake.run_id";
 
-/// `ingest_runs.client_id` of runs that are not about one client (FX rates).
-pub const GLOBAL_CLIENT: &str = "_global";
+/// `ingest_runs.client_id` of runs that are not about one client (FX
+/// rates): the engine's, which reads those runs.
+pub use adlake_engine::freshness::GLOBAL_CLIENT;
 
 /// Batches buffered between a generating thread and the Delta writer.
 const INPUT_BUFFER_BATCHES: usize = 2;
