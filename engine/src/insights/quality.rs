@@ -163,7 +163,7 @@ pub(crate) fn check(
                 .map(|o| o.source.as_str())
                 .collect();
             findings.push(finding(
-                last + Days::new(1),
+                last.checked_add_days(Days::new(1)).unwrap_or(last),
                 "stopped",
                 Severity::Critical,
                 format!(

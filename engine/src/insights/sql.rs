@@ -251,6 +251,25 @@ impl Options {
     }
 }
 
+/// The name of a relative range (its answer changes with the clock).
+fn relative_name(range: &DateRange) -> Option<String> {
+    match range {
+        DateRange::Relative(name) => Some(name.clone()),
+        DateRange::Absolute { .. } => None,
+    }
+}
+
+/// `date` moved by `days` (back when negative), or an error naming it:
+/// a date near chrono's limits must not panic the planner.
+fn shifted(kind: Kind, date: NaiveDate, days: i64) -> Result<NaiveDate> {
+    let moved = if days < 0 {
+        date.checked_sub_days(Days::new(days.unsigned_abs()))
+    } else {
+        date.checked_add_days(Days::new(days.unsigned_abs()))
+    };
+    moved.ok_or_else(|| kind.error(format!("{date} moved by {days} days is not a date")))
+}
+
 fn number(kind: Kind, what: &str, text: &str, low: f64, high: f64) -> Result<f64> {
     match text.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (low..=high).contains(&v) => Ok(v),
@@ -353,7 +372,7 @@ impl InsightFunction {
         let (range, relative) = match options.date("as_of")? {
             Some(as_of) => (
                 DateRange::Absolute {
-                    start: as_of - Days::new(history - 1),
+                    start: shifted(kind, as_of, 1 - history as i64)?,
                     end: as_of,
                 },
                 None,
@@ -365,6 +384,8 @@ impl InsightFunction {
         };
         let prepared = self.prepare(&options.query(metrics.clone(), &dims, range))?;
         let (start, end) = prepared.range();
+        // The forecast days must be dates too.
+        shifted(kind, end, horizon as i64)?;
         let mut fields = dimension_fields(&dims);
         fields.push(Field::new("date", DataType::Date32, false));
         for name in ["forecast", "lower", "upper"] {
@@ -408,16 +429,13 @@ impl InsightFunction {
         let options = Options::parse(kind, args.get(next), &["threshold", "history_days"])?;
         let threshold = options.number("threshold", anomaly::DEFAULT_THRESHOLD, 1.0, 50.0)?;
         let history = options.days("history_days", 56, 0, 730)?;
-        let relative = match &range {
-            DateRange::Relative(name) => Some(name.clone()),
-            DateRange::Absolute { .. } => None,
-        };
+        let relative = relative_name(&range);
         // The days examined, resolved; the series runs from the context
         // before them.
         let (from, end) = self
             .prepare(&options.query(metrics.clone(), &dims, range))?
             .range();
-        let start = from - Days::new(history);
+        let start = shifted(kind, from, -(history as i64))?;
         let prepared = self.prepare(&options.query(
             metrics.clone(),
             &dims,
@@ -478,10 +496,7 @@ impl InsightFunction {
         };
         let max_change = options.number("max_change", budget::DEFAULT_MAX_CHANGE, 0.0, 10.0)?;
         let current_days = options.days("current_days", 7, 1, 90)?;
-        let relative = match &range {
-            DateRange::Relative(name) => Some(name.clone()),
-            DateRange::Absolute { .. } => None,
-        };
+        let relative = relative_name(&range);
         let metrics = vec!["spend".to_string(), value];
         let prepared = self.prepare(&options.query(metrics.clone(), &dims, range))?;
         let (start, end) = prepared.range();
@@ -556,7 +571,7 @@ impl InsightFunction {
             }
         };
         let range = DateRange::Absolute {
-            start: as_of - Days::new(lookback - 1),
+            start: shifted(kind, as_of, 1 - lookback as i64)?,
             end: as_of,
         };
         let mut ads = daily(

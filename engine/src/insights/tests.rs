@@ -331,6 +331,20 @@ async fn bad_calls_name_the_problem() {
             "SELECT * FROM budget_advice('campaign_id', 'last_30_days', 100, 'value=clicks')",
             "value is conversion_value or conversions",
         ),
+        // Dates at chrono's limits: an error naming them, never a panic.
+        (
+            "SELECT * FROM forecast('spend', '', 7, 'as_of=-262143-01-01')",
+            "moved by",
+        ),
+        (
+            "SELECT * FROM forecast('spend', '', 7, 'as_of=+262142-12-31;history_days=14')",
+            "moved by",
+        ),
+        (
+            "SELECT * FROM anomalies('spend', '', '-262143-01-01', '-262143-01-02')",
+            "moved by",
+        ),
+        ("SELECT * FROM data_quality('-262143-01-01')", "moved by"),
     ];
     for (sql, want) in cases {
         let got = fails(&engine, sql).await;
