@@ -5,7 +5,9 @@ driver (what BI tools use), one connection per worker thread;
 `AdlakeFlightDirect` sends the same statements with the plain
 `pyarrow.flight` client (two calls per statement instead of ADBC's four). `DuckDbLocal`
 runs the same SQL on Python `duckdb` in-process over the Parquet files of
-the same Delta table versions, listed with Python `deltalake`.
+the same Delta table versions, listed with Python `deltalake`;
+`DuckDbNative` loads the rows of those same files into DuckDB's own
+in-memory tables, sorted by client and date, and runs the SQL there.
 
 A mode (`uncached`, `cached`) is a set of Flight call headers: the result
 cache's bypass is asked for per call, so once the server honours a bypass
@@ -185,13 +187,23 @@ class _FlightSession:
         self._client.close()
 
 
+def _read_delta_parquet(files: list[str]) -> str:
+    """The `read_parquet` of a Delta version's files. Delta writes partition
+    values into the path, not the file, so it reads with hive partitioning
+    on and the partition types declared."""
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return (
+        f"read_parquet([{listed}], hive_partitioning = true, "
+        f"hive_types = {{'client_id': VARCHAR, 'date': DATE}})"
+    )
+
+
 class DuckDbLocal:
     """DuckDB in-process over the Parquet files of the Delta tables.
 
-    Delta writes partition values into the path, not the file, so the view
-    reads with hive partitioning on and the partition types declared. Each
-    worker gets its own cursor of one shared database, as DuckDB intends for
-    threads.
+    Each table is a view over `read_parquet` of the files of its current
+    Delta version (see `_read_delta_parquet`). Each worker gets its own
+    cursor of one shared database, as DuckDB intends for threads.
     """
 
     name = "duckdb"
@@ -210,11 +222,95 @@ class DuckDbLocal:
             self.versions[table] = dt.version()
             files = dt.file_uris()
             self.file_counts[table] = len(files)
-            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            self._db.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-                f"hive_types = {{'client_id': VARCHAR, 'date': DATE}})"
-            )
+            self._db.execute(f"CREATE VIEW {table} AS SELECT * FROM {_read_delta_parquet(files)}")
+
+    def tables_read(self, queries: list[Query]) -> list[str]:
+        """The tables of this database that `queries` read (CTE names left out)."""
+        import duckdb
+
+        views = {t.lower(): t for t in self.versions}
+        read: set[str] = set()
+        # Parsed on an empty database: asked of this one, DuckDB binds the views.
+        with duckdb.connect(":memory:") as parser:
+            for q in queries:
+                read |= {views[n.lower()] for n in parser.get_table_names(q.sql) if n.lower() in views}
+        return [t for t in self.versions if t in read]
+
+    def connect(self) -> Session:
+        return _DuckSession(self._db.cursor())
+
+
+# The sort key of the native tables: what every dashboard query filters on.
+NATIVE_SORT_KEY = ("client_id", "date")
+
+
+class DuckDbNative:
+    """DuckDB in-process with the rows in its own storage: what an agency
+    would set up with DuckDB alone.
+
+    Each table is `CREATE TABLE t AS SELECT * FROM read_parquet(...) ORDER BY
+    client_id, date` over the files of the given Delta versions (the same
+    ones `DuckDbLocal` reads), in an in-memory database; a table without
+    both columns is loaded unsorted. The load is timed and its rows counted.
+    Each worker gets its own cursor of one shared database, as `DuckDbLocal`.
+    """
+
+    name = "duckdb-native"
+
+    def __init__(self, warehouse: Path, versions: dict[str, int], threads: int | None = None) -> None:
+        import time
+
+        import duckdb
+        from deltalake import DeltaTable
+
+        self.versions = dict(versions)
+        self.file_counts: dict[str, int] = {}
+        self.rows: dict[str, int] = {}
+        self.load_seconds: dict[str, float] = {}
+        self.order_by: dict[str, list[str]] = {}
+        self._db = duckdb.connect(":memory:")
+        if threads:
+            self._db.execute(f"SET threads = {int(threads)}")
+        for table, version in self.versions.items():
+            dt = DeltaTable(str(warehouse / table), version=version)
+            files = dt.file_uris()
+            self.file_counts[table] = len(files)
+            columns = {f.name for f in dt.schema().fields}
+            key = [c for c in NATIVE_SORT_KEY if c in columns]
+            self.order_by[table] = key if len(key) == len(NATIVE_SORT_KEY) else []
+            order = f" ORDER BY {', '.join(self.order_by[table])}" if self.order_by[table] else ""
+            t0 = time.perf_counter()
+            self._db.execute(f"CREATE TABLE {table} AS SELECT * FROM {_read_delta_parquet(files)}{order}")
+            self.load_seconds[table] = time.perf_counter() - t0
+            self.rows[table] = self._db.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def total_load_seconds(self) -> float:
+        return sum(self.load_seconds.values())
+
+    def memory_bytes(self) -> int | None:
+        """What DuckDB's buffer manager holds (the tables, once loaded), or
+        None where `duckdb_memory()` is missing."""
+        try:
+            return int(self._db.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0])
+        except Exception:  # noqa: BLE001 - informative only
+            return None
+
+    def as_json(self) -> dict:
+        return {
+            "versions": self.versions,
+            "files": self.file_counts,
+            "order_by": self.order_by,
+            "rows": self.rows,
+            "load_seconds": {t: round(s, 3) for t, s in self.load_seconds.items()},
+            "total_rows": self.total_rows,
+            "total_load_seconds": round(self.total_load_seconds, 3),
+            "memory_bytes": self.memory_bytes(),
+        }
 
     def connect(self) -> Session:
         return _DuckSession(self._db.cursor())

@@ -107,15 +107,39 @@ def markdown(report: dict) -> str:
             f"Ratio adlake rows/s ÷ write_deltalake rows/s: **{ing['ratio']:.2f}**.",
             "",
         ]
+    if native := report.get("duckdb_native"):
+        mem = native.get("memory_bytes")
+        lines += [
+            "## DuckDB native: the tables loaded into DuckDB's own storage (series `duckdb-native`)",
+            "",
+            "`CREATE TABLE t AS SELECT * FROM read_parquet(<files of the Delta version>, hive_partitioning = true) "
+            "ORDER BY ...`, in memory; the same versions the `duckdb` series reads"
+            + (f"; DuckDB holds {mib(mem)} once loaded." if mem else "."),
+            "",
+            "| table | Delta version | files | rows loaded | order by | load seconds |",
+            "|---|---:|---:|---:|---|---:|",
+        ]
+        for t, rows in native["rows"].items():
+            order = ", ".join(native["order_by"].get(t) or []) or "(unsorted)"
+            lines.append(
+                f"| {t} | {native['versions'][t]} | {native['files'][t]:,} | {rows:,} | {order} | "
+                f"{native['load_seconds'][t]:.2f} |"
+            )
+        lines += [
+            f"| **total** | | | **{native['total_rows']:,}** | | **{native['total_load_seconds']:.2f}** |",
+            "",
+        ]
     if report.get("checks"):
-        lines += ["## Answers checked against DuckDB", ""]
+        lines += ["## Answers checked against DuckDB (over the Parquet files)", ""]
         for q, problems in report["checks"].items():
             lines.append(f"- `{q}`: " + ("equal" if not problems else "DIFFERENT: " + "; ".join(problems)))
         lines.append("")
     if report["latency"]:
+        native_runs = report.get("duckdb_native_runs")
         lines += [
-            f"## Latency per query (ms), {report['runs']} runs per adlake cell, "
-            f"{report.get('duckdb_runs', report['runs'])} per DuckDB cell",
+            f"## Latency per query (ms), {report['runs']} runs per adlake"
+            f"{' and duckdb-native' if native_runs else ''} cell, "
+            f"{report.get('duckdb_runs', report['runs'])} per duckdb cell",
             "",
             f"Client `{report['client']}`; the ad-level drill-down opens campaign `{report['campaign_id']}`. "
             f"Server peak memory (VmHWM): **{mib(report.get('server_peak_rss_bytes'))}**.",
@@ -130,15 +154,16 @@ def markdown(report: dict) -> str:
                         f"| `{q}` | {series} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | {s['qps']:.1f} |"
                     )
         lines.append("")
-    if report.get("ratios"):
-        lines += [
-            "## adlake p95 ÷ DuckDB p95 (target ≤ 1)",
-            "",
-            "| query | " + " | ".join(report["ratio_series"]) + " |",
-            "|---|" + "---:|" * len(report["ratio_series"]),
-        ]
+    for key, title in (
+        ("", "## adlake p95 ÷ DuckDB p95 (target ≤ 1)"),
+        ("_native", "## adlake p95 ÷ DuckDB-native p95 (the rows in DuckDB's own tables)"),
+    ):
+        if not report.get(f"ratios{key}"):
+            continue
+        names = report[f"ratio_series{key}"]
+        lines += [title, "", "| query | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
         for q in report["queries"]:
-            cells = [report["ratios"].get(s, {}).get(q) for s in report["ratio_series"]]
+            cells = [report[f"ratios{key}"].get(s, {}).get(q) for s in names]
             lines.append(f"| `{q}` | " + " | ".join("n/a" if c is None else f"{c:.2f}" for c in cells) + " |")
         lines.append("")
     if "regressions" in report:

@@ -6,8 +6,10 @@
 Steps: generate the dataset with `adlake-ingest demo` (throughput reported;
 reused when the same arguments already built it), start `adlake` with an
 auth file on free ports, open DuckDB over the same Delta versions' Parquet
-files, check every dashboard answer equal on both engines, then (unless
-`--check-only`) time each query `--runs` times per mode and concurrency,
+files and (unless `--no-duckdb-native`) load those files' rows into DuckDB
+tables sorted by client and date (load time and rows reported), check every
+dashboard answer equal on all engines, then (unless `--check-only`) time
+each query `--runs` times per mode and concurrency,
 read the server's peak memory, optionally compare ingest throughput with
 `write_deltalake` (`--ingest-compare`), write `report-<dataset>.{md,json}`
 and flag p95 regressions over 20% against `benches/baseline.json`.
@@ -192,13 +194,17 @@ def pick_client(duck: engines.DuckDbLocal) -> tuple[str, str]:
         s.close()
 
 
-def check_answers(adlake: engines.Engine, duck: engines.Engine, queries: list[workload.Query]) -> dict[str, list[str]]:
+def check_answers(
+    adlake: engines.Engine, duck: engines.Engine, queries: list[workload.Query], label: str = ""
+) -> dict[str, list[str]]:
+    """Each query's differences of `adlake`'s answer (any engine under test)
+    from `duck`'s; `label` tags the log lines."""
     a, d = adlake.connect(), duck.connect()
     try:
         checks = {}
         for q in queries:
             checks[q.name] = engines.differences(a.run(q), d.run(q))
-            log(f"  {q.name}: " + ("equal" if not checks[q.name] else "DIFFERENT " + "; ".join(checks[q.name])))
+            log(f"  {q.name}{label}: " + ("equal" if not checks[q.name] else "DIFFERENT " + "; ".join(checks[q.name])))
         return checks
     finally:
         a.close()
@@ -236,7 +242,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--modes", default="uncached", help=f"comma-separated of {', '.join(MODES)}")
     p.add_argument("--bypass-header", default="=".join(engines.CACHE_BYPASS_HEADER), metavar="NAME=VALUE",
                    help="call header the uncached mode sends to bypass the result cache")  # fmt: skip
-    p.add_argument("--no-duckdb-timing", action="store_true", help="check DuckDB's answers but do not time it")
+    p.add_argument("--no-duckdb-timing", action="store_true",
+                   help="check the duckdb (Parquet) series' answers but do not time it; duckdb-native is "
+                        "timed unless --no-duckdb-native")  # fmt: skip
+    p.add_argument("--no-duckdb-native", action="store_true",
+                   help="do not load the tables into DuckDB's own storage (series duckdb-native): neither "
+                        "checked nor timed; it holds every row the workload reads in memory")  # fmt: skip
     p.add_argument("--duckdb-runs", type=int, default=None,
                    help="timed DuckDB runs per query and concurrency (default: --runs); DuckDB lists and "
                         "prunes every file per query, which takes seconds on medium")  # fmt: skip
@@ -291,6 +302,7 @@ def main(argv: list[str]) -> int:
         "maintain": upkeep,
         "runs": args.runs,
         "duckdb_runs": args.duckdb_runs or args.runs,
+        "duckdb_native_runs": None if args.no_duckdb_native else args.runs,
         "latency": {},
     }
     if args.ingest_compare:
@@ -302,6 +314,15 @@ def main(argv: list[str]) -> int:
     client, campaign = pick_client(duck)
     queries = workload.dashboard(client, campaign, END_DATE)
     rep.update(client=client, campaign_id=campaign, queries=[q.name for q in queries])
+    native = None
+    if not args.no_duckdb_native:
+        # The tables the workload reads, at the versions the Parquet series reads.
+        read = duck.tables_read(queries)
+        log(f"loading {', '.join(read)} into DuckDB tables (ORDER BY {', '.join(engines.NATIVE_SORT_KEY)})")
+        native = engines.DuckDbNative(warehouse, {t: duck.versions[t] for t in read})
+        rep["duckdb_native"] = native.as_json()
+        log(f"loaded {native.total_rows:,} rows in {native.total_load_seconds:.2f}s ("
+            + ", ".join(f"{t} {native.rows[t]:,} in {native.load_seconds[t]:.2f}s" for t in read) + ")")
 
     server_dir = Path(tempfile.mkdtemp(prefix="adlake-server-", dir=args.work_dir))
     agency = processes.Principal.new("bench-agency", ("*",))
@@ -337,6 +358,9 @@ def main(argv: list[str]) -> int:
             }
         log(f"checking {len(queries)} dashboard answers of client {client} against DuckDB")
         rep["checks"] = check_answers(adlake_by_mode["uncached"], duck, queries)
+        if native is not None:
+            own = check_answers(native, duck, queries, " (duckdb-native)")
+            rep["checks"].update({f"{q} (duckdb-native)": problems for q, problems in own.items()})
         if flight_by_mode:
             direct = check_answers(flight_by_mode["uncached"], duck, queries)
             rep["checks"].update({f"{q} (pyarrow.flight)": problems for q, problems in direct.items()})
@@ -381,22 +405,26 @@ def main(argv: list[str]) -> int:
                         timed(f"adlake-grpc/{mode}/c{c}", grpc_by_mode[mode], args.runs, c)
                 if not args.no_duckdb_timing:
                     timed(f"duckdb/c{c}", duck, args.duckdb_runs or args.runs, c)
+                if native is not None:
+                    # No result cache to bypass: one series per concurrency, as duckdb.
+                    timed(f"duckdb-native/c{c}", native, args.runs, c)
         rep["server_peak_rss_bytes"] = server.peak_rss_bytes()
     finally:
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)
 
-    rep["ratio_series"] = []
-    rep["ratios"] = {}
-    for series in rep["latency"]:
-        if not series.startswith("adlake"):
-            continue
-        ref = rep["latency"].get(f"duckdb/{series.rsplit('/', 1)[1]}")
-        if ref:
-            rep["ratio_series"].append(series)
-            rep["ratios"][series] = {
-                q: round(s["p95_ms"] / ref[q]["p95_ms"], 3) for q, s in rep["latency"][series].items() if q in ref
-            }
+    for key, peer in (("", "duckdb"), ("_native", "duckdb-native")):
+        rep[f"ratio_series{key}"] = []
+        rep[f"ratios{key}"] = {}
+        for series in rep["latency"]:
+            if not series.startswith("adlake"):
+                continue
+            ref = rep["latency"].get(f"{peer}/{series.rsplit('/', 1)[1]}")
+            if ref:
+                rep[f"ratio_series{key}"].append(series)
+                rep[f"ratios{key}"][series] = {
+                    q: round(s["p95_ms"] / ref[q]["p95_ms"], 3) for q, s in rep["latency"][series].items() if q in ref
+                }
     code = 1 if failed else 0
     if rep["latency"]:
         baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() else {}
@@ -412,7 +440,7 @@ def main(argv: list[str]) -> int:
     j, m = reports.write(rep, args.out_dir)
     log(f"server peak memory {reports.mib(rep['server_peak_rss_bytes'])}; reports: {m} {j}")
     if failed:
-        log("FAILED: adlake's answers differ from DuckDB's (see above)")
+        log("FAILED: answers differ from DuckDB's over the Parquet files (see above)")
     return code
 
 

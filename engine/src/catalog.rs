@@ -18,6 +18,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::scan::index::FileIndex;
 use crate::schema::{TableDef, all_tables};
 
 /// One version of one table, ready to scan.
@@ -31,21 +32,17 @@ pub struct TableSnapshot {
     pub provider: Arc<dyn TableProvider>,
     /// The loaded Delta table (absent while the table does not exist).
     table: Option<DeltaTable>,
+    /// This version's active files (absent while the table does not exist).
+    index: Option<Arc<FileIndex>>,
 }
 
 impl TableSnapshot {
     /// Active data files of this version and their total size in bytes
     /// (`(0, 0)` while the table does not exist).
     pub fn file_stats(&self) -> (usize, u64) {
-        let Some(state) = self.table.as_ref().and_then(|t| t.snapshot().ok()) else {
-            return (0, 0);
-        };
-        let log = state.log_data();
-        let bytes = log
-            .iter()
-            .map(|f| u64::try_from(f.size()).unwrap_or(0))
-            .sum();
-        (log.num_files(), bytes)
+        self.index
+            .as_ref()
+            .map_or((0, 0), |index| (index.len(), index.bytes()))
     }
 }
 
@@ -238,7 +235,7 @@ impl Catalog {
         let mut tables = BTreeMap::new();
         for def in all_tables() {
             let table = open_table(&location, def).await?;
-            let snapshot = snapshot_of(def, table, session).await?;
+            let snapshot = snapshot_of(def, table, None, session).await?;
             tables.insert(def.name, RwLock::new(Arc::new(snapshot)));
         }
         Ok(Self { location, tables })
@@ -289,7 +286,8 @@ impl Catalog {
                 continue;
             }
             tracing::info!(table = name, from = ?current.version, to = ?table.version(), "table version changed");
-            let next = snapshot_of(def, Some(table), session).await?;
+            let previous = current.index.as_deref().zip(current.version);
+            let next = snapshot_of(def, Some(table), previous, session).await?;
             *slot.write().expect("catalog lock poisoned") = Arc::new(next);
             changed.push(*name);
         }
@@ -326,10 +324,12 @@ async fn open_table(warehouse: &Url, def: &'static TableDef) -> Result<Option<De
     }
 }
 
-/// A scannable snapshot of a loaded table, or of an empty one.
+/// A scannable snapshot of a loaded table, or of an empty one; `previous`
+/// is the file index of the version before, moved forward when given.
 async fn snapshot_of(
     def: &'static TableDef,
     table: Option<DeltaTable>,
+    previous: Option<(&FileIndex, u64)>,
     session: &dyn Session,
 ) -> Result<TableSnapshot> {
     let Some(table) = table else {
@@ -338,28 +338,15 @@ async fn snapshot_of(
             version: None,
             provider: Arc::new(EmptyTable::new(def.schema())),
             table: None,
+            index: None,
         });
     };
-    table
-        .update_datafusion_session(session)
-        .map_err(|source| delta_error(def, source))?;
-    let provider = table.table_provider().await.map_err(|e| Error::Warehouse {
-        location: table.table_url().to_string(),
-        message: format!("cannot scan table {}: {e}", def.name),
-    })?;
-    // Only partition predicates reach the Delta scan (see `pruned`).
-    let provider: Arc<dyn TableProvider> = if def.partition_columns.is_empty() {
-        provider
-    } else {
-        Arc::new(crate::pruned::PartitionPruned::new(
-            provider,
-            def.partition_columns,
-        ))
-    };
+    let (index, provider) = crate::scan::open(def, &table, previous, session).await?;
     Ok(TableSnapshot {
         def,
         version: table.version(),
         provider,
         table: Some(table),
+        index: Some(index),
     })
 }

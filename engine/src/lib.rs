@@ -50,13 +50,14 @@ pub mod lanes;
 pub mod memo;
 pub mod memory;
 pub mod planner;
-mod pruned;
+pub mod scan;
 pub mod schema;
 pub mod scope;
 mod scoped;
 pub mod semantic;
 pub mod stats;
 pub mod transport;
+mod yielding;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -74,6 +75,7 @@ use datafusion::common::{Column, DataFusionError};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext, SessionState};
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -138,6 +140,8 @@ pub struct Engine {
     planned: AtomicU64,
     /// Bounds on a statement before it is planned.
     limits: StatementLimits,
+    /// Parquet footers kept across queries (the runtime's metadata cache).
+    footers: Arc<scan::FooterCache>,
 }
 
 /// Settings of an [`Engine`] beyond the warehouse location.
@@ -152,6 +156,8 @@ pub struct EngineOptions {
     pub clock: clock::Clock,
     /// Bounds on a statement's size and depth, checked before planning.
     pub statement_limits: StatementLimits,
+    /// Byte bound of the cache of parsed Parquet footers.
+    pub footer_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -161,6 +167,7 @@ impl Default for EngineOptions {
             metrics_config: semantic::MetricsConfig::default(),
             clock: clock::Clock::system(),
             statement_limits: StatementLimits::default(),
+            footer_cache_bytes: scan::DEFAULT_FOOTER_CACHE_BYTES,
         }
     }
 }
@@ -207,7 +214,8 @@ impl Engine {
     /// Opens the warehouse with `options`.
     pub async fn open_with(warehouse: &str, options: EngineOptions) -> Result<Self> {
         let location = catalog::warehouse_url(warehouse)?;
-        let base = base_state();
+        let footers = Arc::new(scan::FooterCache::new(options.footer_cache_bytes));
+        let base = base_state(&footers)?;
         let catalog = Catalog::open(location, &base).await?;
         Ok(Self {
             catalog,
@@ -222,7 +230,13 @@ impl Engine {
             memo: memo::PlanMemo::default(),
             planned: AtomicU64::new(0),
             limits: options.statement_limits,
+            footers,
         })
+    }
+
+    /// Hits, misses and size of the cache of Parquet footers.
+    pub fn footer_cache(&self) -> scan::FooterCacheStats {
+        self.footers.stats()
     }
 
     /// The bounds every statement is checked against before planning.
@@ -873,12 +887,21 @@ fn relabel(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DataFu
         .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))
 }
 
-fn base_state() -> SessionState {
+fn base_state(footers: &Arc<scan::FooterCache>) -> Result<SessionState> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SCHEMA_NAME)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
-    let context = SessionContext::new_with_config(config);
+    let limit = footers.stats().limit;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(scan::footers::shared(footers)))
+                .with_metadata_cache_limit(usize::try_from(limit).unwrap_or(usize::MAX)),
+        )
+        .build_arc()
+        .map_err(Error::from_planning)?;
+    let context = SessionContext::new_with_config_rt(config, runtime);
     // The rule rewrites a single `COUNT(DISTINCT x)` beside other aggregates
     // into a two-phase aggregation after types were coerced: the outer
     // `SUM` of a decimal widens it from precision 28 to 38, so the plan
@@ -888,7 +911,10 @@ fn base_state() -> SessionState {
     // distinct aggregate is computed directly; tests/python/test_schema_grid.py
     // runs every aggregate shape over every column.
     context.remove_optimizer_rule(SINGLE_DISTINCT_RULE);
-    context.state()
+    // Joins yield to the runtime per batch, so a deadline can stop them.
+    Ok(SessionStateBuilder::new_from_existing(context.state())
+        .with_physical_optimizer_rule(Arc::new(yielding::YieldAfterJoins))
+        .build())
 }
 
 /// DataFusion's `SingleDistinctToGroupBy` optimizer rule (see [`base_state`]).

@@ -532,3 +532,142 @@ async fn whitespace_inside_a_literal_is_part_of_the_statement() {
         assert_eq!(one_int(stream).await, want, "{sql}");
     }
 }
+
+/// Active files and bytes of `ad_performance` as the engine indexes them.
+fn ad_files(engine: &Engine) -> (usize, u64) {
+    engine
+        .catalog()
+        .snapshot("ad_performance")
+        .unwrap()
+        .file_stats()
+}
+
+#[tokio::test]
+async fn the_scan_follows_appends_deletes_rewrites_and_compaction_like_a_fresh_open() {
+    let (dir, engine) = warehouse().await;
+    let url = Url::from_directory_path(dir.path().join("ad_performance")).unwrap();
+    let load = || async { DeltaTable::try_from_url(url.clone()).await.unwrap() };
+    // After each change the refreshed engine (index moved forward from the
+    // commits) must answer as an engine opened afresh (index built from the
+    // snapshot), and both as the sums worked out by hand.
+    let check = |expected: Vec<(&'static str, i128, i64, i64)>| {
+        let engine = &engine;
+        let dir = dir.path().to_path_buf();
+        async move {
+            engine.refresh().await.unwrap();
+            let fresh = Engine::open(dir.to_str().unwrap()).await.unwrap();
+            let expected: Vec<_> = expected
+                .into_iter()
+                .map(|(c, s, i, k)| (c.to_string(), s, i, k))
+                .collect();
+            assert_eq!(totals(engine, &Scope::AllClients).await, expected);
+            assert_eq!(totals(&fresh, &Scope::AllClients).await, expected);
+            assert_eq!(ad_files(engine), ad_files(&fresh));
+        }
+    };
+
+    // An append of a new day.
+    write_ads(dir.path(), &[("acme", 5, "tiktok_ads", 2_000_000, 30, 3)]).await;
+    check(vec![
+        ("acme", 17_000_000, 1630, 29),
+        ("globex", 99_000_000, 9000, 90),
+    ])
+    .await;
+
+    // A delete by partition (files removed) and one by a data column (a file
+    // rewritten: a remove and an add in one commit).
+    load()
+        .await
+        .delete()
+        .with_predicate("client_id = 'globex'")
+        .await
+        .unwrap();
+    load()
+        .await
+        .delete()
+        .with_predicate("platform = 'meta_ads'")
+        .await
+        .unwrap();
+    check(vec![("acme", 16_750_000, 1530, 28)]).await;
+
+    // Two more appends to one day, then a compaction that replaces them.
+    write_ads(dir.path(), &[("acme", 5, "google_ads", 1_000_000, 10, 1)]).await;
+    write_ads(dir.path(), &[("acme", 5, "google_ads", 1_000_000, 10, 1)]).await;
+    let (files_before, _) = ad_files(&engine);
+    let _ = load().await.optimize().await.unwrap();
+    check(vec![("acme", 18_750_000, 1550, 30)]).await;
+    let (files_after, _) = ad_files(&engine);
+    assert!(
+        files_after < files_before + 2,
+        "compaction should leave fewer files: {files_before} + 2 -> {files_after}"
+    );
+
+    // A query of one day reads that day's files only.
+    let one_day = collect(
+        &engine,
+        &Scope::clients(["acme"]),
+        "SELECT sum(clicks) FROM ad_performance WHERE date = DATE '2026-01-06'",
+    )
+    .await;
+    let clicks = one_day[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(clicks, 5);
+}
+
+/// Opens a warehouse whose `ad_performance` was written with
+/// `partitioned_by` and `configuration`, and returns the engine's error.
+async fn open_refused(partitioned_by: &[&str], configuration: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ad_performance");
+    std::fs::create_dir_all(&path).unwrap();
+    let table = DeltaTable::try_from_url(Url::from_directory_path(&path).unwrap())
+        .await
+        .unwrap();
+    table
+        .write(vec![ad_batch(ROWS)])
+        .with_partition_columns(partitioned_by.iter().map(|c| c.to_string()))
+        .with_configuration(configuration.iter().map(|(k, v)| (*k, Some(*v))))
+        .await
+        .unwrap();
+    Engine::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+#[tokio::test]
+async fn tables_using_delta_features_the_scan_cannot_read_are_refused_at_open() {
+    let message = open_refused(
+        &["client_id", "date"],
+        &[("delta.enableDeletionVectors", "true")],
+    )
+    .await;
+    assert!(
+        message.contains("ad_performance") && message.contains("deletion vectors"),
+        "{message}"
+    );
+    // Partitioned otherwise than adlake's schema says: refused too.
+    let message = open_refused(&["client_id"], &[]).await;
+    assert!(
+        message.contains("partitioned by [\"client_id\"]"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn footers_are_read_once_and_then_served_from_the_cache() {
+    let (_dir, engine) = warehouse().await;
+    let sql = "SELECT sum(clicks) FROM ad_performance";
+    let before = engine.footer_cache();
+    assert_eq!((before.hits, before.misses, before.entries), (0, 0, 0));
+    collect(&engine, &Scope::AllClients, sql).await;
+    let first = engine.footer_cache();
+    // One footer per file read (three client-days), none cached before.
+    let (files, _) = ad_files(&engine);
+    assert_eq!(first.misses, files as u64);
+    assert_eq!(first.entries, files as u64);
+    assert!(first.bytes > 0 && first.bytes <= first.limit);
+    collect(&engine, &Scope::AllClients, sql).await;
+    let second = engine.footer_cache();
+    assert_eq!(second.misses, first.misses, "no footer read again");
+    assert_eq!(second.hits, first.hits + files as u64);
+}

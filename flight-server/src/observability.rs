@@ -9,7 +9,8 @@
 //! Names (all prefixed `adlake_`): `queries_total{kind,status}`,
 //! `query_duration_seconds{kind}` (histogram), `query_errors_total{status}`,
 //! `query_rows_total`, `cache_events_total{event}` (hit, miss, eviction),
-//! `cache_bytes`, `cache_entries`, `table_version{table}`,
+//! `cache_bytes`, `cache_entries`, `footer_cache_events_total{event}` (hit,
+//! miss), `footer_cache_bytes`, `footer_cache_entries`, `table_version{table}`,
 //! `table_files{table}`, `table_bytes{table}`,
 //! `freshness_lag_seconds{client,source}`, `ingest_runs{source,status}`,
 //! `ingest_rows_read{source}`, `ingest_rows_written{source}`,
@@ -54,6 +55,9 @@ pub const EXPORTED: &[&str] = &[
     "adlake_data_quality_findings",
     "adlake_cache_bytes",
     "adlake_cache_entries",
+    "adlake_footer_cache_events_total",
+    "adlake_footer_cache_bytes",
+    "adlake_footer_cache_entries",
     "adlake_ingest_runs",
     "adlake_ingest_rows_read",
     "adlake_ingest_rows_written",
@@ -135,6 +139,9 @@ pub struct Metrics {
     quality: Family<QualityLabels, Gauge>,
     cache_bytes: Gauge,
     cache_entries: Gauge,
+    footer_events: Family<EventLabel, Counter>,
+    footer_bytes: Gauge,
+    footer_entries: Gauge,
     ingest_runs: Family<RunLabels, Gauge>,
     ingest_rows_read: Family<SourceLabel, Gauge>,
     ingest_rows_written: Family<SourceLabel, Gauge>,
@@ -180,6 +187,9 @@ impl Metrics {
         let quality = Family::<QualityLabels, Gauge>::default();
         let cache_bytes = Gauge::default();
         let cache_entries = Gauge::default();
+        let footer_events = Family::<EventLabel, Counter>::default();
+        let footer_bytes = Gauge::default();
+        let footer_entries = Gauge::default();
         let ingest_runs = Family::<RunLabels, Gauge>::default();
         let ingest_rows_read = Family::<SourceLabel, Gauge>::default();
         let ingest_rows_written = Family::<SourceLabel, Gauge>::default();
@@ -272,6 +282,21 @@ impl Metrics {
             cache_entries.clone(),
         );
         registry.register(
+            "footer_cache_events",
+            "Look-ups of parsed Parquet footers by the scans: hit or miss (the footer was read and parsed)",
+            footer_events.clone(),
+        );
+        registry.register(
+            "footer_cache_bytes",
+            "Bytes held by the cache of parsed Parquet footers",
+            footer_bytes.clone(),
+        );
+        registry.register(
+            "footer_cache_entries",
+            "Parquet footers held by the footer cache",
+            footer_entries.clone(),
+        );
+        registry.register(
             "ingest_runs",
             "Ingest runs recorded in ingest_runs, by source and status",
             ingest_runs.clone(),
@@ -332,6 +357,9 @@ impl Metrics {
             quality,
             cache_bytes,
             cache_entries,
+            footer_events,
+            footer_bytes,
+            footer_entries,
             ingest_runs,
             ingest_rows_read,
             ingest_rows_written,
@@ -482,23 +510,46 @@ pub fn observe_table(table: &str, version: Option<u64>, files: usize, bytes: u64
 /// `cache_events_total`, bytes and entries into their gauges.
 pub fn observe_cache(stats: &adlake_engine::cache::CacheStats) {
     let m = global();
-    for (event, total) in [
-        ("hit", stats.hits),
-        ("miss", stats.misses),
-        ("eviction", stats.evictions),
-    ] {
-        let counter = m.cache.get_or_create(&EventLabel {
-            event: event.to_owned(),
+    mirror_cache(
+        (&m.cache, &m.cache_bytes, &m.cache_entries),
+        &[
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("eviction", stats.evictions),
+        ],
+        (stats.bytes, stats.entries),
+    );
+}
+
+/// Mirrors the engine's footer cache into `footer_cache_events_total`,
+/// `footer_cache_bytes` and `footer_cache_entries`.
+pub fn observe_footers(stats: adlake_engine::scan::FooterCacheStats) {
+    let m = global();
+    mirror_cache(
+        (&m.footer_events, &m.footer_bytes, &m.footer_entries),
+        &[("hit", stats.hits), ("miss", stats.misses)],
+        (stats.bytes, stats.entries),
+    );
+}
+
+/// Moves a cache's event counters up to the totals it reports and sets its
+/// size gauges.
+fn mirror_cache(
+    (events, bytes, entries): (&Family<EventLabel, Counter>, &Gauge, &Gauge),
+    totals: &[(&str, u64)],
+    (held_bytes, held_entries): (u64, u64),
+) {
+    for (event, total) in totals {
+        let counter = events.get_or_create(&EventLabel {
+            event: (*event).to_owned(),
         });
         let seen = counter.get();
-        if total > seen {
+        if *total > seen {
             counter.inc_by(total - seen);
         }
     }
-    m.cache_bytes
-        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-    m.cache_entries
-        .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+    bytes.set(i64::try_from(held_bytes).unwrap_or(i64::MAX));
+    entries.set(i64::try_from(held_entries).unwrap_or(i64::MAX));
 }
 
 /// Mirrors the engine's scan totals into `scan_rows_total` and
@@ -706,6 +757,7 @@ pub async fn scrape() -> String {
 pub async fn refresh_from_engine(engine: &adlake_engine::Engine) {
     observe_cache(&engine.cache().stats());
     observe_scans(engine.scan_totals());
+    observe_footers(engine.footer_cache());
     for snapshot in engine.catalog().snapshots() {
         let (files, bytes) = snapshot.file_stats();
         observe_table(snapshot.def.name, snapshot.version, files, bytes);
@@ -790,6 +842,13 @@ mod tests {
             entries: 3,
             bytes: 4096,
         });
+        observe_footers(adlake_engine::scan::FooterCacheStats {
+            hits: 40,
+            misses: 9,
+            entries: 9,
+            bytes: 90_000,
+            limit: 1 << 20,
+        });
         observe_ingest(&[
             RunTotals {
                 source: "google_ads".into(),
@@ -844,6 +903,12 @@ mod tests {
         );
         assert!(
             text.contains("adlake_table_bytes{table=\"ad_performance\"} 12345"),
+            "{text}"
+        );
+        assert!(
+            text.contains("adlake_footer_cache_events_total{event=\"hit\"} 40")
+                && text.contains("adlake_footer_cache_events_total{event=\"miss\"} 9")
+                && text.contains("adlake_footer_cache_bytes 90000"),
             "{text}"
         );
         assert!(

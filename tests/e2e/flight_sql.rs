@@ -688,10 +688,10 @@ async fn the_concurrent_query_cap_refuses_with_a_retry_hint() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_query_past_its_memory_limit_fails_with_resource_exhausted() {
-    let server = LimitedServer::start(&["--query-memory-bytes", "200000"]);
+    let server = LimitedServer::start(&["--query-memory-bytes", "100000"]);
     let rows_a = expected_totals()[&server.clients[0]].3 as i64;
     let mut second = server.client(CLIENT_A_TOKEN).await;
-    // A hash join whose build side needs more than the 200 kB each query
+    // A hash join whose build side needs more than the 100 kB each query
     // may hold fails cleanly instead of taking the server's memory.
     let err = run(
         &mut second,

@@ -10,6 +10,7 @@ throughout. The limits are the server's defaults (`adlake --help`:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -249,7 +250,23 @@ def test_statements_that_ask_for_too_much_end_within_the_limits(strict_hostile, 
     assert vendor in LIMIT_STATUSES or any(w in text for w in LIMIT_WORDS), f"{sql}: {text}"
     # Well inside the client's own call timeout: the server ended it.
     assert time.monotonic() - started < 60, f"{sql}: took {time.monotonic() - started:.1f}s"
+    # And it stopped working on it: a query whose tasks never yield (an
+    # aggregate over a cross join) would keep every core busy past its
+    # deadline, at everyone else's expense. Give the abort a moment, then
+    # the server must be idle.
+    time.sleep(0.5)
+    busy = cpu_seconds(strict_server.process.pid)
+    time.sleep(1.0)
+    busy = cpu_seconds(strict_server.process.pid) - busy
+    assert busy < 0.5, f"{sql}: the server used {busy:.2f} s of CPU in the second after the statement ended"
     assert_alive(strict_server, strict_hostile)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.mark.parametrize(
