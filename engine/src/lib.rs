@@ -57,6 +57,7 @@ mod scoped;
 pub mod semantic;
 pub mod stats;
 pub mod transport;
+mod travel;
 mod yielding;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -232,6 +233,13 @@ impl Engine {
             limits: options.statement_limits,
             footers,
         })
+    }
+
+    /// Runs a plan another engine over the same warehouse encoded with
+    /// [`Query::encode`]. The plan carries its caller's tenancy filter; only
+    /// plans from a trusted planner may be run (see [`travel`]).
+    pub fn execute_encoded(&self, plan: &[u8]) -> Result<SendableRecordBatchStream> {
+        travel::execute(plan, self.base.task_ctx())
     }
 
     /// Hits, misses and size of the cache of Parquet footers.
@@ -810,6 +818,20 @@ impl Query {
             ordered[n - 1] = t;
         }
         Ok(ordered)
+    }
+
+    /// The query's physical plan, scope applied, encoded with
+    /// `datafusion-proto` for another process of the deployment to run with
+    /// [`Engine::execute_encoded`] (see [`travel`]).
+    pub async fn encode(self) -> Result<bytes::Bytes> {
+        let frame = self.frame;
+        let plan = planner::run(move |runtime| {
+            runtime
+                .block_on(frame.create_physical_plan())
+                .map_err(Error::from_execution)
+        })
+        .await?;
+        travel::encode(plan)
     }
 
     /// Runs the query, streaming its batches. When the stream ends (or is

@@ -671,3 +671,75 @@ async fn footers_are_read_once_and_then_served_from_the_cache() {
     assert_eq!(second.misses, first.misses, "no footer read again");
     assert_eq!(second.hits, first.hits + files as u64);
 }
+
+/// Rows of `batches` as (client, platform, clicks), sorted.
+fn client_platform_clicks(batches: &[RecordBatch]) -> Vec<(String, String, i64)> {
+    let mut rows = Vec::new();
+    for batch in batches {
+        let text = |i: usize| arrow::compute::cast(batch.column(i), &DataType::Utf8).unwrap();
+        let (client, platform) = (text(0), text(1));
+        let clicks = batch.column(2).as_primitive::<Int64Type>();
+        for r in 0..batch.num_rows() {
+            rows.push((
+                client.as_string::<i32>().value(r).to_string(),
+                platform.as_string::<i32>().value(r).to_string(),
+                clicks.value(r),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn a_scoped_plan_encoded_by_one_engine_runs_on_another_with_the_same_answer() {
+    let (dir, planner) = warehouse().await;
+    // Another engine over the same warehouse: what a worker process is.
+    let worker = Engine::open(dir.path().to_str().unwrap()).await.unwrap();
+    let sql = "SELECT client_id, platform, sum(clicks) AS clicks FROM ad_performance \
+               WHERE date >= DATE '2026-01-01' GROUP BY client_id, platform";
+    for (scope, expected) in [
+        (
+            Scope::clients(["acme"]),
+            vec![("acme", "google_ads", 25), ("acme", "meta_ads", 1)],
+        ),
+        (
+            Scope::AllClients,
+            vec![
+                ("acme", "google_ads", 25),
+                ("acme", "meta_ads", 1),
+                ("globex", "meta_ads", 90),
+            ],
+        ),
+    ] {
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(c, p, k)| (c.to_string(), p.to_string(), k))
+            .collect();
+        let here = collect(&planner, &scope, sql).await;
+        assert_eq!(client_platform_clicks(&here), expected);
+
+        let encoded = planner
+            .plan(&scope, sql)
+            .await
+            .unwrap()
+            .encode()
+            .await
+            .unwrap();
+        let there: Vec<RecordBatch> = worker
+            .execute_encoded(&encoded)
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        // The tenancy filter travelled with the plan: acme's plan never
+        // yields globex's rows on the worker either.
+        assert_eq!(client_platform_clicks(&there), expected, "{scope:?}");
+    }
+
+    // Bytes that are not a plan are refused with an error, not a panic.
+    let Err(err) = worker.execute_encoded(b"not a plan") else {
+        panic!("garbage decoded as a plan");
+    };
+    assert!(err.to_string().contains("could not be decoded"), "{err}");
+}
