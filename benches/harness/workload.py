@@ -47,7 +47,7 @@ def lit(d: date) -> str:
 
 
 def dashboard(client: str, campaign_id: str, end: date) -> list[Query]:
-    """The six dashboard queries for `client` ending at `end` (inclusive).
+    """The dashboard queries for `client` ending at `end` (inclusive).
 
     `campaign_id` is the campaign the ad-level drill-down opens (the harness
     picks the client's top campaign of the last 30 days).
@@ -58,6 +58,7 @@ def dashboard(client: str, campaign_id: str, end: date) -> list[Query]:
     last60 = end - timedelta(days=60)
     last90 = end - timedelta(days=90)
     last7 = end - timedelta(days=7)
+    last365 = end - timedelta(days=365)
     e = lit(end)
     queries = [
         Query(
@@ -119,6 +120,16 @@ SELECT ads.date, ads.ad_spend, shop.revenue, shop.orders,
     CAST(shop.revenue AS DOUBLE) / NULLIF(CAST(ads.ad_spend AS DOUBLE), 0) AS blended_roas
 FROM ads LEFT JOIN shop ON ads.date = shop.date
 ORDER BY ads.date""",
+            "client",
+        ),
+        Query(
+            "year_by_month",
+            "the last 365 days by month (a year of daily files)",
+            f"""SELECT CAST(date_trunc('month', date) AS DATE) AS month,{TOTALS},{RATIOS}
+FROM ad_performance
+WHERE client_id = '{c}' AND date > {lit(last365)} AND date <= {e}
+GROUP BY 1
+ORDER BY 1""",
             "client",
         ),
         Query(

@@ -153,6 +153,11 @@ pub struct Config {
     #[arg(long, env = "ADLAKE_CACHE_BYTES", default_value_t = adlake_engine::cache::DEFAULT_CACHE_BYTES)]
     pub cache_bytes: u64,
 
+    /// Byte bound of the cache of parsed Parquet footers the scans share
+    /// (a footer is read and parsed once, then served from memory).
+    #[arg(long, env = "ADLAKE_FOOTER_CACHE_BYTES", default_value_t = adlake_engine::scan::DEFAULT_FOOTER_CACHE_BYTES)]
+    pub footer_cache_bytes: usize,
+
     /// Export the spans of every call (request id, method, caller) over
     /// OTLP/gRPC to the OpenTelemetry collector at this http:// or https://
     /// URL, such as http://otel-collector:4317 (no export when unset or
@@ -232,6 +237,7 @@ impl Config {
             max_statement_bytes: adlake_engine::DEFAULT_MAX_STATEMENT_BYTES,
             max_expression_depth: adlake_engine::DEFAULT_MAX_EXPRESSION_DEPTH,
             cache_bytes: adlake_engine::cache::DEFAULT_CACHE_BYTES,
+            footer_cache_bytes: adlake_engine::scan::DEFAULT_FOOTER_CACHE_BYTES,
             otlp_endpoint: None,
             access_log: None,
         }

@@ -355,6 +355,7 @@ async fn open_engine(config: &Config) -> Result<Engine> {
     }
     let options = adlake_engine::EngineOptions {
         cache_bytes: config.cache_bytes,
+        footer_cache_bytes: config.footer_cache_bytes,
         metrics_config,
         statement_limits: adlake_engine::StatementLimits {
             max_bytes: config.max_statement_bytes,
