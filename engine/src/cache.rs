@@ -135,8 +135,7 @@ pub struct CacheStats {
 pub struct ResultCache {
     cache: Cache<CacheKey, Cached>,
     max_bytes: u64,
-    hits: Arc<AtomicU64>,
-    misses: Arc<AtomicU64>,
+    lookups: Arc<Lookups>,
     evictions: Arc<AtomicU64>,
 }
 
@@ -168,8 +167,7 @@ impl ResultCache {
         Self {
             cache,
             max_bytes,
-            hits: Arc::new(AtomicU64::new(0)),
-            misses: Arc::new(AtomicU64::new(0)),
+            lookups: Arc::default(),
             evictions,
         }
     }
@@ -181,14 +179,7 @@ impl ResultCache {
 
     /// The entry under `key`, counting a hit or a miss.
     pub async fn get(&self, key: &CacheKey) -> Option<Cached> {
-        let found = self.cache.get(key).await;
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        self.lookups.count(self.cache.get(key).await)
     }
 
     /// Stores an answer; one larger than the whole bound is not kept.
@@ -230,11 +221,41 @@ impl ResultCache {
     /// The counters.
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.lookups.hits(),
+            misses: self.lookups.misses(),
             evictions: self.evictions.load(Ordering::Relaxed),
             entries: self.cache.entry_count(),
             bytes: self.cache.weighted_size(),
         }
+    }
+}
+
+/// Hit and miss counters of a cache's look-ups.
+#[derive(Debug, Default)]
+pub(crate) struct Lookups {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl Lookups {
+    /// Counts a look-up by whether it found something, and hands it back.
+    pub(crate) fn count<T>(&self, found: Option<T>) -> Option<T> {
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Look-ups that found something.
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Look-ups that did not.
+    pub(crate) fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
     }
 }

@@ -824,14 +824,7 @@ impl Query {
     /// `datafusion-proto` for another process of the deployment to run with
     /// [`Engine::execute_encoded`] (see [`travel`]).
     pub async fn encode(self) -> Result<bytes::Bytes> {
-        let frame = self.frame;
-        let plan = planner::run(move |runtime| {
-            runtime
-                .block_on(frame.create_physical_plan())
-                .map_err(Error::from_execution)
-        })
-        .await?;
-        travel::encode(plan)
+        travel::encode(physical_plan(self.frame).await?)
     }
 
     /// Runs the query, streaming its batches. When the stream ends (or is
@@ -840,14 +833,7 @@ impl Query {
     pub async fn execute(self) -> Result<SendableRecordBatchStream> {
         let schema = self.schema;
         let task = Arc::new(self.frame.task_ctx());
-        let frame = self.frame;
-        // Optimisation and physical planning recurse over the plan too.
-        let plan = planner::run(move |runtime| {
-            runtime
-                .block_on(frame.create_physical_plan())
-                .map_err(Error::from_execution)
-        })
-        .await?;
+        let plan = physical_plan(self.frame).await?;
         let stream = datafusion::physical_plan::execute_stream(Arc::clone(&plan), task)
             .map_err(Error::from_execution)?;
         let recorder = stats::Recorder::new(plan, self.scans);
@@ -859,6 +845,19 @@ impl Query {
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
+}
+
+/// Optimises `frame` and plans it physically, on a planning thread: both
+/// recurse over the plan (see `planner`).
+async fn physical_plan(
+    frame: DataFrame,
+) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    planner::run(move |runtime| {
+        runtime
+            .block_on(frame.create_physical_plan())
+            .map_err(Error::from_execution)
+    })
+    .await
 }
 
 /// The result-cache key of a SQL statement.

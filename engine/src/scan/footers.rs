@@ -6,7 +6,6 @@
 //! with hit and miss counters, for `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datafusion::common::{HashMap, TableReference};
@@ -15,14 +14,15 @@ use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::cache::{Cache, CacheEntryInfo};
 use object_store::path::Path;
 
+use crate::cache::Lookups;
+
 /// Default bound of the footer cache: 256 MiB.
 pub const DEFAULT_FOOTER_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The file-metadata cache of the engine's runtime, counting look-ups.
 pub struct FooterCache {
     inner: DefaultCache<Path, CachedFileMetadataEntry>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    lookups: Lookups,
 }
 
 impl std::fmt::Debug for FooterCache {
@@ -53,8 +53,7 @@ impl FooterCache {
     pub fn new(limit: usize) -> Self {
         Self {
             inner: DefaultCache::new(limit).with_name("adlake footer cache"),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            lookups: Lookups::default(),
         }
     }
 
@@ -62,8 +61,8 @@ impl FooterCache {
     pub fn stats(&self) -> FooterCacheStats {
         let entries = self.inner.list_entries();
         FooterCacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.lookups.hits(),
+            misses: self.lookups.misses(),
             entries: entries.len() as u64,
             bytes: entries.values().map(|e| e.size_bytes as u64).sum(),
             limit: self.inner.cache_limit() as u64,
@@ -73,14 +72,7 @@ impl FooterCache {
 
 impl Cache<Path, CachedFileMetadataEntry> for FooterCache {
     fn get(&self, key: &Path) -> Option<CachedFileMetadataEntry> {
-        let found = self.inner.get(key);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        self.lookups.count(self.inner.get(key))
     }
 
     fn put(&self, key: &Path, value: CachedFileMetadataEntry) -> Option<CachedFileMetadataEntry> {
